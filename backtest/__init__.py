@@ -1,0 +1,1 @@
+"""backtest room; see DESIGN.md."""

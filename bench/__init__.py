@@ -1,0 +1,1 @@
+"""bench room; see DESIGN.md."""

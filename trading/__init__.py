@@ -1,0 +1,1 @@
+"""trading room; see DESIGN.md."""
