@@ -1,0 +1,714 @@
+"""Kraken WebSocket v2 session: connect, subscribe, keep books verified, reconnect.
+
+One ``KrakenWsSession`` owns one WebSocket connection at a time (public ``wss://ws.kraken.com/v2``
+or, with a token, private ``wss://ws-auth.kraken.com/v2``) and turns Kraken's frames into
+``protocol.messages`` market events on a trio channel. The rules it follows come from
+``shared/kraken/PROTOCOL.md`` §5-6:
+
+* the ``instrument`` channel is subscribed first, because the book checksum needs each pair's
+  ``price_precision``/``qty_precision``; then ``book``/``ticker``/``trade``/``ohlc``, each request
+  carrying a ``req_id`` and each acknowledged once **per symbol**; a failed ack is a
+  configuration error (unknown pair, bad depth) and ends ``run`` with a typed ``KrakenError``;
+* every book message is applied and its CRC32 verified on the message itself; a mismatch marks
+  that symbol's book invalid, ignores its updates, and re-subscribes that one book (unsubscribe +
+  subscribe) for a fresh snapshot;
+* a connection that says nothing (not even a heartbeat or a pong) for ``stale_after`` seconds is
+  dead; any loss reconnects with capped exponential backoff and jitter, re-subscribes everything,
+  and rebuilds every book from the new snapshot;
+* a frame that does not decode is counted per kind, logged once per kind and skipped.
+
+Why no separate relay task: trio-websocket's own reader task already copies frames into a
+bounded queue and answers WebSocket pings while that queue has room (MODELS.md §2.5: a full
+queue stops pongs). We give that queue ``message_queue_size`` slots (default 1024) instead of
+the library's 1 and read from it in a tight loop, which keeps pongs flowing through bursts
+without paying for a second channel hop per frame.
+
+Errors inside a connection are recorded on the connection and cancel its nursery instead of
+escaping as exception groups: a transport loss leads to a reconnect, anything else ends ``run``
+with that one exception (DESIGN: a library raises its own typed error, not a group).
+The token is never logged, never put in an exception and never kept in ``repr``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import ssl
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import trio
+import trio_websocket
+
+from ..messages import BookEvent, CandleEvent, MarketEvent, TickerEvent, TradeEvent
+from ._book import ChecksumMismatch, OrderBook
+from ._codec import (
+    BookFrame,
+    Heartbeat,
+    InstrumentFrame,
+    MethodResponse,
+    StatusFrame,
+    decode_v2,
+    encode_request,
+)
+from ._errors import DecodeError, KrakenError, PermissionDenied, TransportError, error_from_strings
+
+log = logging.getLogger(__name__)
+
+PUBLIC_CHANNELS: Final = frozenset({"book", "ticker", "trade", "ohlc"})
+BOOK_DEPTHS: Final = frozenset({10, 25, 100, 500, 1000})
+OHLC_INTERVALS: Final = frozenset({1, 5, 15, 30, 60, 240, 1440, 10080, 21600})
+# Methods that act on the account; they get the session token added to their params.
+PRIVATE_METHODS: Final = frozenset(
+    {"add_order", "amend_order", "edit_order", "cancel_order", "cancel_all",
+     "cancel_all_orders_after", "batch_add", "batch_cancel"}
+)
+
+EventHook = Callable[[str, str], None]
+StatusHook = Callable[[StatusFrame], None]
+TokenProvider = Callable[[], Awaitable[str]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Subscription:
+    """One public channel for a set of symbols (PROTOCOL.md §5.3).
+
+    Args:
+        channel: ``book``, ``ticker``, ``trade`` or ``ohlc``.
+        symbols: v2 symbols such as ``"BTC/USD"``.
+        depth: book depth, one of 10, 25, 100, 500, 1000 (``book`` only).
+        interval: candle interval in minutes (``ohlc`` only).
+        snapshot: ask for a snapshot; ``None`` keeps Kraken's per-channel default.
+    """
+
+    channel: str
+    symbols: tuple[str, ...]
+    depth: int = 10
+    interval: int = 1
+    snapshot: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.channel not in PUBLIC_CHANNELS:
+            raise ValueError(f"unsupported channel {self.channel!r}")
+        if not self.symbols:
+            raise ValueError("a subscription needs at least one symbol")
+        if self.channel == "book" and self.depth not in BOOK_DEPTHS:
+            raise ValueError(f"book depth must be one of {sorted(BOOK_DEPTHS)}")
+        if self.channel == "ohlc" and self.interval not in OHLC_INTERVALS:
+            raise ValueError(f"ohlc interval must be one of {sorted(OHLC_INTERVALS)}")
+
+    def params(self, symbols: Sequence[str] | None = None) -> dict[str, Any]:
+        """The ``params`` object of a subscribe/unsubscribe request."""
+        params: dict[str, Any] = {"channel": self.channel, "symbol": list(symbols or self.symbols)}
+        if self.channel == "book":
+            params["depth"] = self.depth
+        elif self.channel == "ohlc":
+            params["interval"] = self.interval
+        if self.snapshot is not None:
+            params["snapshot"] = self.snapshot
+        return params
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WsStatistics:
+    """A snapshot of a session's counters (``KrakenWsSession.statistics()``).
+
+    ``last_message_time`` is ``trio.current_time()`` of the last frame received (``None``
+    before the first one); messages are counted per frame channel, once per WebSocket message.
+    """
+
+    connected: bool
+    connections: int
+    reconnects: int
+    stale_disconnects: int
+    checksum_mismatches: int
+    book_resubscribes: int
+    ignored_book_updates: int
+    messages_total: int
+    messages_by_channel: Mapping[str, int]
+    decode_errors: Mapping[str, int]
+    last_message_time: float | None
+
+
+class _ConnectionLost(Exception):
+    """Internal: the current connection is unusable; reconnect."""
+
+
+class _Pending:
+    """Responses gathered for one ``req_id`` until ``expected`` have arrived."""
+
+    __slots__ = ("done", "expected", "responses")
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.responses: list[MethodResponse] = []
+        self.done = trio.Event()
+
+
+class _Connection:
+    """State that lives and dies with one WebSocket connection."""
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection, nursery: trio.Nursery) -> None:
+        self.ws = ws
+        self.nursery = nursery
+        self.token: str | None = None
+        self.lost: str | None = None
+        self.fatal: BaseException | None = None
+        self.closed = False
+        self.last_rx = trio.current_time()
+        self.pending: dict[int, _Pending] = {}
+        self.instruments_ready = trio.Event()
+
+    def lose(self, reason: str) -> None:
+        if self.lost is None and self.fatal is None:
+            self.lost = reason
+        self.nursery.cancel_scope.cancel()
+
+    def fail(self, exc: BaseException) -> None:
+        if self.fatal is None:
+            self.fatal = exc
+        self.nursery.cancel_scope.cancel()
+
+
+class KrakenWsSession:
+    """A self-healing Kraken WS v2 connection that publishes verified market events.
+
+    Args:
+        url: endpoint, e.g. ``wss://ws.kraken.com/v2`` (any ``ws://`` URL for tests).
+        subscriptions: public channels to subscribe on every connection.
+        stale_after: seconds without any frame after which the connection is declared dead.
+        ping_interval: seconds between application-level ``ping`` requests (``None``: never).
+        backoff_initial: first reconnect delay in seconds.
+        backoff_max: cap on the reconnect delay.
+        backoff_jitter: relative jitter; the delay is multiplied by a uniform factor in
+            ``[1 - jitter, 1 + jitter]`` (then capped).
+        book_levels_out: levels per side in each published ``BookEvent``.
+        token_provider: async callable returning a fresh WebSocket token (REST
+            ``GetWebSocketsToken``); enables ``executions``/``balances`` and ``request``.
+        seed: seed of the jitter RNG, for reproducible backoff.
+        on_status: called with every ``status`` frame.
+        on_event: observer hook ``(kind, detail)`` for ``connected``, ``reconnecting``,
+            ``stale``, ``checksum_mismatch``, ``decode_error``.
+        request_timeout: seconds to wait for a method response (subscribe acks included).
+        connect_timeout: seconds for the TCP + WebSocket handshake.
+        message_queue_size: trio-websocket's receive queue (see module docstring).
+        ssl_context: TLS context for ``wss://``; default is the system one.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        subscriptions: Sequence[Subscription],
+        stale_after: float = 10.0,
+        ping_interval: float | None = 5.0,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        backoff_jitter: float = 0.2,
+        book_levels_out: int = 10,
+        token_provider: TokenProvider | None = None,
+        seed: int | None = None,
+        on_status: StatusHook | None = None,
+        on_event: EventHook | None = None,
+        request_timeout: float = 10.0,
+        connect_timeout: float = 10.0,
+        message_queue_size: int = 1024,
+        max_message_size: int = 8 * 1024 * 1024,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        if stale_after <= 0 or backoff_initial < 0 or backoff_max < backoff_initial:
+            raise ValueError("invalid stale/backoff settings")
+        if not 0 <= backoff_jitter < 1:
+            raise ValueError("backoff_jitter must be in [0, 1)")
+        self._url = url
+        self._subscriptions = tuple(subscriptions)
+        self._stale_after = stale_after
+        self._ping_interval = ping_interval
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._backoff_jitter = backoff_jitter
+        self._levels_out = book_levels_out
+        self._token_provider = token_provider
+        self._rng = random.Random(seed)
+        self._on_status = on_status
+        self._on_event = on_event
+        self._request_timeout = request_timeout
+        self._connect_timeout = connect_timeout
+        self._queue_size = message_queue_size
+        self._max_message_size = max_message_size
+        self._ssl_context = ssl_context
+
+        self._book_depth: dict[str, int] = {}
+        for sub in self._subscriptions:
+            if sub.channel == "book":
+                for symbol in sub.symbols:
+                    self._book_depth[symbol] = sub.depth
+        self._precisions: dict[str, tuple[int, int]] = {}
+        self._books: dict[str, OrderBook] = {}
+        self._resyncing: set[str] = set()
+        self._conn: _Connection | None = None
+        self._next_req_id = 1
+        self._logged_kinds: set[str] = set()
+        # counters
+        self._connections = 0
+        self._reconnects = 0
+        self._stale = 0
+        self._mismatches = 0
+        self._resubscribes = 0
+        self._ignored = 0
+        self._messages = 0
+        self._by_channel: dict[str, int] = {}
+        self._decode_errors: dict[str, int] = {}
+        self._last_message: float | None = None
+
+    def __repr__(self) -> str:
+        return f"KrakenWsSession(url={self._url!r}, connected={self.connected})"
+
+    # ------------------------------------------------------------------ public surface
+
+    @property
+    def connected(self) -> bool:
+        """True between a completed subscription and the loss of that connection."""
+        return self._conn is not None
+
+    def statistics(self) -> WsStatistics:
+        """Counters since construction, as a frozen record."""
+        return WsStatistics(
+            connected=self.connected,
+            connections=self._connections,
+            reconnects=self._reconnects,
+            stale_disconnects=self._stale,
+            checksum_mismatches=self._mismatches,
+            book_resubscribes=self._resubscribes,
+            ignored_book_updates=self._ignored,
+            messages_total=self._messages,
+            messages_by_channel=MappingProxyType(dict(self._by_channel)),
+            decode_errors=MappingProxyType(dict(self._decode_errors)),
+            last_message_time=self._last_message,
+        )
+
+    def book(self, symbol: str) -> OrderBook | None:
+        """The live, verified book of ``symbol`` (``None`` while waiting for a snapshot)."""
+        if symbol in self._resyncing:
+            return None
+        return self._books.get(symbol)
+
+    async def run(
+        self,
+        send: trio.abc.SendChannel[MarketEvent],
+        *,
+        private_send: trio.abc.SendChannel[object] | None = None,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Connect, subscribe and publish events to ``send`` until cancelled.
+
+        ``task_status.started()`` is called once, after the first connection is fully
+        subscribed. Connection losses (closed, reset, stale, handshake failure, ack timeout)
+        reconnect with backoff and never end ``run``; before the first start it keeps trying
+        too, so bound startup with a timeout around ``nursery.start``. Frames the session does
+        not handle itself (private ``executions``/``balances`` data) go to ``private_send``.
+        Cancellation closes the TCP connection at once (no WebSocket close handshake).
+
+        Raises:
+            KrakenError: a subscription was refused (e.g. ``Currency pair not supported``)
+                or the endpoint's ``instrument`` snapshot lacks a subscribed book symbol.
+            trio.BrokenResourceError: ``send`` was closed by its receiver.
+        """
+        started = False
+
+        def on_subscribed() -> None:
+            nonlocal started
+            if not started:
+                started = True
+                task_status.started()
+
+        attempt = 0
+        while True:
+            subscribed, reason, fatal = await self._one_connection(
+                send, private_send, on_subscribed
+            )
+            if fatal is not None:
+                raise fatal
+            if subscribed:
+                attempt = 0
+            self._reconnects += 1
+            delay = self._backoff(attempt)
+            attempt += 1
+            log.warning("kraken ws %s: connection lost (%s); reconnecting in %.2fs",
+                        self._url, reason, delay)
+            self._emit("reconnecting", f"{reason}; retry in {delay:.3f}s")
+            await trio.sleep(delay)
+
+    async def request(
+        self, method: str, params: Mapping[str, Any] | None = None
+    ) -> MethodResponse:
+        """Send one method (``add_order``, ``cancel_all``, ...) and wait for its response.
+
+        The response is matched by ``req_id``. Private methods get the session token added.
+        ``success=False`` responses are returned, not raised: map them with
+        ``error_from_strings`` where needed. Cancelling the caller abandons the wait, not the
+        request (it may still reach Kraken).
+
+        Raises:
+            TransportError: not connected, connection lost, or no response within
+                ``request_timeout``; the request may or may not have reached Kraken.
+            PermissionDenied: a private method on a session without a token provider.
+        """
+        responses = await self.request_all(method, params, expected=1)
+        return responses[0]
+
+    async def request_all(
+        self,
+        method: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        expected: int,
+    ) -> tuple[MethodResponse, ...]:
+        """Like ``request`` for methods answered several times (``cancel_order`` with n ids)."""
+        conn = self._conn
+        if conn is None:
+            raise TransportError("not connected", endpoint=method)
+        body = dict(params or {})
+        if method in PRIVATE_METHODS:
+            if conn.token is None:
+                raise PermissionDenied("private method needs a token provider", endpoint=method)
+            body["token"] = conn.token
+        req_id, pending = await self._start_call(conn, method, body or None, expected)
+        return await self._finish_call(conn, method, req_id, pending)
+
+    # ------------------------------------------------------------------ one connection
+
+    async def _one_connection(
+        self,
+        send: trio.abc.SendChannel[MarketEvent],
+        private_send: trio.abc.SendChannel[object] | None,
+        on_subscribed: Callable[[], None],
+    ) -> tuple[bool, str, BaseException | None]:
+        """Run one connection to its end: (reached subscribed, loss reason, fatal error)."""
+        subscribed = False
+        conn: _Connection | None = None
+        try:
+            async with trio.open_nursery() as ws_nursery:  # trio-websocket's reader task
+                try:
+                    stream, ws = await self._connect(ws_nursery)
+                except (trio_websocket.HandshakeError, trio_websocket.ConnectionClosed,
+                        OSError, trio.TooSlowError) as exc:
+                    ws_nursery.cancel_scope.cancel()
+                    return False, f"connect failed: {type(exc).__name__}", None
+                try:
+                    async with trio.open_nursery() as nursery:  # our tasks; lose() cancels it
+                        conn = _Connection(ws, nursery)
+                        self._connections += 1
+                        nursery.start_soon(self._guard, conn, self._read_loop, conn, send,
+                                           private_send)
+                        nursery.start_soon(self._guard, conn, self._watchdog, conn)
+                        await self._guard(conn, self._subscribe_all, conn)
+                        if conn.lost is None and conn.fatal is None:
+                            subscribed = True
+                            self._conn = conn
+                            log.info("kraken ws %s: connected and subscribed", self._url)
+                            self._emit("connected", self._url)
+                            on_subscribed()
+                            if self._ping_interval is not None:
+                                nursery.start_soon(self._guard, conn, self._ping_loop, conn)
+                finally:
+                    # No close handshake: the peer is usually gone or stalled, and waiting for
+                    # its reply would delay the reconnect (Kraken keeps no state we need).
+                    # Closing the stream ourselves also avoids trio-websocket leaving the
+                    # socket open after an abnormal closure (aclose() returns early then).
+                    await trio.aclose_forcefully(stream)
+                    ws_nursery.cancel_scope.cancel()
+        finally:
+            self._conn = None
+            self._books.clear()
+            self._resyncing.clear()
+            if conn is not None:
+                conn.closed = True
+                for pending in conn.pending.values():
+                    pending.done.set()  # outside waiters see too few responses
+        assert conn is not None
+        return subscribed, conn.lost or "closed", conn.fatal
+
+    async def _connect(
+        self, nursery: trio.Nursery
+    ) -> tuple[trio.abc.Stream, trio_websocket.WebSocketConnection]:
+        """Open TCP (+TLS) and the WebSocket handshake; we keep the stream to close it."""
+        parts = urlsplit(self._url)
+        secure = parts.scheme == "wss"
+        host = parts.hostname or ""
+        port = parts.port or (443 if secure else 80)
+        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        host_header = host if port in (80, 443) else f"{host}:{port}"
+        with trio.fail_after(self._connect_timeout):
+            stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
+            if secure:
+                context = self._ssl_context or ssl.create_default_context()
+                stream = await trio.open_ssl_over_tcp_stream(
+                    host, port, ssl_context=context, https_compatible=True)
+            else:
+                stream = await trio.open_tcp_stream(host, port)
+            try:
+                ws = await trio_websocket.wrap_client_stream(
+                    nursery, stream, host_header, resource,
+                    message_queue_size=self._queue_size,
+                    max_message_size=self._max_message_size,
+                )
+            except BaseException:
+                await trio.aclose_forcefully(stream)
+                raise
+        return stream, ws
+
+    async def _guard(
+        self, conn: _Connection, fn: Callable[..., Awaitable[None]], *args: Any
+    ) -> None:
+        """Run a connection task; turn its failure into a reconnect or a fatal error."""
+        try:
+            await fn(*args)
+        except trio_websocket.ConnectionClosed as exc:
+            reason = exc.reason
+            conn.lose(f"closed ({reason.code} {reason.name})" if reason else "closed")
+        except _ConnectionLost as exc:
+            conn.lose(str(exc))
+        except Exception as exc:
+            conn.fail(exc)
+
+    async def _subscribe_all(self, conn: _Connection) -> None:
+        if self._token_provider is not None:
+            conn.token = await self._token_provider()
+        await self._subscribe(conn, [({"channel": "instrument"}, 1)])
+        with trio.move_on_after(self._request_timeout) as scope:
+            await conn.instruments_ready.wait()
+        if scope.cancelled_caught:
+            raise _ConnectionLost("no instrument snapshot")
+        missing = sorted(s for s in self._book_depth if s not in self._precisions)
+        if missing:
+            raise KrakenError(f"instrument channel does not list {missing}", endpoint="instrument")
+        requests: list[tuple[dict[str, Any], int]] = [
+            (sub.params(), len(sub.symbols)) for sub in self._subscriptions
+        ]
+        if conn.token is not None:
+            requests.append(({"channel": "executions", "snap_orders": True,
+                              "token": conn.token}, 1))
+            requests.append(({"channel": "balances", "token": conn.token}, 1))
+        await self._subscribe(conn, requests)
+
+    async def _subscribe(
+        self,
+        conn: _Connection,
+        requests: Sequence[tuple[dict[str, Any], int]],
+        method: str = "subscribe",
+    ) -> None:
+        """Send every request, then check every ack (one per symbol); one round trip for all."""
+        calls = [await self._start_call(conn, method, params, expected)
+                 for params, expected in requests]
+        for req_id, pending in calls:
+            for response in await self._finish_call(conn, method, req_id, pending):
+                if not response.success:
+                    raise error_from_strings(method, [response.error or "unknown error"])
+
+    async def _start_call(
+        self, conn: _Connection, method: str, params: Mapping[str, Any] | None, expected: int
+    ) -> tuple[int, _Pending]:
+        req_id = self._next_req_id
+        self._next_req_id += 1
+        pending = _Pending(expected)
+        conn.pending[req_id] = pending
+        try:
+            await conn.ws.send_message(encode_request(method, params, req_id))
+        except BaseException:
+            del conn.pending[req_id]
+            raise
+        return req_id, pending
+
+    async def _finish_call(
+        self, conn: _Connection, method: str, req_id: int, pending: _Pending
+    ) -> tuple[MethodResponse, ...]:
+        try:
+            with trio.move_on_after(self._request_timeout):
+                await pending.done.wait()
+        finally:
+            conn.pending.pop(req_id, None)
+        if len(pending.responses) >= pending.expected:
+            return tuple(pending.responses)
+        if conn.closed or conn.lost is not None or conn.fatal is not None:
+            raise TransportError("connection lost before the response", endpoint=method)
+        if method in ("subscribe", "unsubscribe"):
+            raise _ConnectionLost(f"no {method} ack in time")
+        raise TransportError("no response in time", endpoint=method)
+
+    async def _ping_loop(self, conn: _Connection) -> None:
+        assert self._ping_interval is not None
+        while True:
+            await trio.sleep(self._ping_interval)
+            req_id = self._next_req_id
+            self._next_req_id += 1
+            await conn.ws.send_message(encode_request("ping", None, req_id))
+
+    async def _resubscribe_book(self, conn: _Connection, symbol: str) -> None:
+        """Unsubscribe + subscribe one book to get a fresh snapshot (PROTOCOL.md §6, step 5)."""
+        params: dict[str, Any] = {"channel": "book", "symbol": [symbol],
+                                  "depth": self._book_depth[symbol]}
+        req_id, pending = await self._start_call(conn, "unsubscribe", params, 1)
+        # Queue the subscribe right behind the unsubscribe; the acks are checked after.
+        calls = await self._start_call(conn, "subscribe", params, 1)
+        unsub = await self._finish_call(conn, "unsubscribe", req_id, pending)
+        if not unsub[0].success:
+            # Not fatal: the subscribe that follows still yields a snapshot.
+            log.warning("kraken ws: unsubscribe book %s refused: %s", symbol, unsub[0].error)
+        for response in await self._finish_call(conn, "subscribe", *calls):
+            if not response.success:
+                raise _ConnectionLost(f"book resubscribe refused: {response.error}")
+        self._resubscribes += 1
+
+    # ------------------------------------------------------------------ reading
+
+    async def _read_loop(
+        self,
+        conn: _Connection,
+        send: trio.abc.SendChannel[MarketEvent],
+        private_send: trio.abc.SendChannel[object] | None,
+    ) -> None:
+        ws = conn.ws
+        while True:
+            raw = await ws.get_message()
+            now = trio.current_time()
+            conn.last_rx = now
+            self._last_message = now
+            self._messages += 1
+            try:
+                frames = decode_v2(raw, ts_recv=now)
+            except DecodeError as exc:
+                self._count_decode_error(exc)
+                continue
+            channel = _CHANNEL_OF.get(type(frames[0]), "other") if frames else "empty"
+            self._by_channel[channel] = self._by_channel.get(channel, 0) + 1
+            for frame in frames:
+                await self._handle(conn, frame, send, private_send)
+
+    async def _watchdog(self, conn: _Connection) -> None:
+        """Declare the connection dead after ``stale_after`` seconds without any frame.
+
+        A separate task rather than a deadline re-armed per frame: moving a cancel scope's
+        deadline costs a heap update per message, this wakes about once per ``stale_after``.
+        Reception time is what counts, so a slow consumer of ``send`` never looks stale.
+        """
+        while True:
+            deadline = conn.last_rx + self._stale_after
+            if trio.current_time() >= deadline:
+                break
+            await trio.sleep_until(deadline)
+        self._stale += 1
+        self._emit("stale", f"no message for {self._stale_after}s")
+        raise _ConnectionLost("stale")
+
+    async def _handle(
+        self,
+        conn: _Connection,
+        frame: object,
+        send: trio.abc.SendChannel[MarketEvent],
+        private_send: trio.abc.SendChannel[object] | None,
+    ) -> None:
+        if isinstance(frame, BookFrame):
+            event = self._apply_book(conn, frame)
+            if event is not None:
+                await send.send(event)
+        elif isinstance(frame, TickerEvent | TradeEvent | CandleEvent):
+            await send.send(frame)
+        elif isinstance(frame, MethodResponse):
+            self._on_response(conn, frame)
+        elif isinstance(frame, Heartbeat):
+            pass  # liveness only: the read loop already re-armed the stale deadline
+        elif isinstance(frame, InstrumentFrame):
+            for pair in frame.pairs:
+                self._precisions[pair.symbol] = (pair.price_precision, pair.qty_precision)
+            conn.instruments_ready.set()
+        elif isinstance(frame, StatusFrame):
+            if frame.system != "online":
+                log.warning("kraken ws: engine status %s", frame.system)
+            if self._on_status is not None:
+                self._call_hook(self._on_status, frame)
+        elif private_send is not None:
+            await private_send.send(frame)
+
+    def _apply_book(self, conn: _Connection, frame: BookFrame) -> BookEvent | None:
+        symbol = frame.symbol
+        if frame.is_snapshot:
+            depth = self._book_depth.get(symbol)
+            if depth is None:
+                return None  # not a book we asked for
+            price_precision, qty_precision = self._precisions[symbol]
+            book = OrderBook(symbol, depth=depth, price_precision=price_precision,
+                             qty_precision=qty_precision)
+            self._books[symbol] = book
+            self._resyncing.discard(symbol)
+        else:
+            found = self._books.get(symbol)
+            if found is None or symbol in self._resyncing:
+                self._ignored += 1
+                return None
+            book = found
+        try:
+            book.apply(frame)
+        except ChecksumMismatch as exc:
+            self._mismatches += 1
+            self._resyncing.add(symbol)
+            log.warning("kraken ws: book checksum mismatch on %s (expected %s, got %s); "
+                        "resubscribing", symbol, exc.expected, exc.actual)
+            self._emit("checksum_mismatch", symbol)
+            conn.nursery.start_soon(self._guard, conn, self._resubscribe_book, conn, symbol)
+            return None
+        return book.to_event(levels=self._levels_out, ts_event_ns=frame.ts_event_ns,
+                             ts_recv=frame.ts_recv)
+
+    def _on_response(self, conn: _Connection, response: MethodResponse) -> None:
+        req_id = response.req_id
+        pending = conn.pending.get(req_id) if req_id is not None else None
+        if pending is not None:
+            pending.responses.append(response)
+            if len(pending.responses) >= pending.expected:
+                pending.done.set()
+        elif response.method != "pong" and not response.success:
+            # Kraken's error strings carry no secrets; the request (with its token) is not logged.
+            log.warning("kraken ws: unsolicited %s failure: %s", response.method, response.error)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _count_decode_error(self, exc: DecodeError) -> None:
+        kind = exc.kind
+        self._decode_errors[kind] = self._decode_errors.get(kind, 0) + 1
+        if kind not in self._logged_kinds:
+            self._logged_kinds.add(kind)
+            log.warning("kraken ws: skipped an undecodable frame (%s): %s; further %r errors "
+                        "are only counted", kind, exc, kind)
+        self._emit("decode_error", kind)
+
+    def _backoff(self, attempt: int) -> float:
+        base = min(self._backoff_max, self._backoff_initial * 2.0 ** min(attempt, 60))
+        factor = 1.0 + self._backoff_jitter * (2.0 * self._rng.random() - 1.0)
+        return min(self._backoff_max, base * factor)
+
+    def _emit(self, kind: str, detail: str) -> None:
+        if self._on_event is not None:
+            self._call_hook(self._on_event, kind, detail)
+
+    def _call_hook(self, hook: Callable[..., None], *args: Any) -> None:
+        # An observer's bug must not take the market-data feed down with it.
+        try:
+            hook(*args)
+        except Exception:
+            log.exception("kraken ws: observer hook %r failed", hook)
+
+
+_CHANNEL_OF: Final[Mapping[type, str]] = {
+    BookFrame: "book",
+    TickerEvent: "ticker",
+    TradeEvent: "trade",
+    CandleEvent: "ohlc",
+    Heartbeat: "heartbeat",
+    MethodResponse: "method",
+    InstrumentFrame: "instrument",
+    StatusFrame: "status",
+}

@@ -1,0 +1,246 @@
+"""KrakenWsSession against the loopback Kraken test server (tests/kraken_ws_server.py).
+
+Real sockets and the real clock (the server and the session talk over TCP, which MockClock
+cannot fast-forward), so every test has an absolute ``trio.fail_after`` and uses short
+stale/backoff settings. Books are checked two ways: every message's checksum is verified by
+the session, and after pausing the market the last published book must equal the server's.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import trio
+
+from protocol.kraken._errors import KrakenError, PermissionDenied
+from protocol.kraken._ws import KrakenWsSession, Subscription
+from protocol.messages import BookEvent, MarketEvent, TickerEvent, TradeEvent
+from tests.kraken_ws_server import KrakenWsTestServer, open_kraken_ws_server
+
+SYMBOLS = ["BTC/USD", "ETH/USD", "ETH/BTC"]
+TOKEN = "s3cret-ws-token-do-not-log"
+
+
+@dataclass
+class Harness:
+    server: KrakenWsTestServer
+    session: KrakenWsSession
+    books: dict[str, BookEvent] = field(default_factory=dict)
+    counts: dict[type, int] = field(default_factory=dict)
+    events: list[tuple[str, str]] = field(default_factory=list)
+
+    async def until(self, predicate: Callable[[], bool]) -> None:
+        # Polling is the point: the predicates read counters that have no event to wait on.
+        with trio.fail_after(5):
+            while not predicate():  # noqa: ASYNC110
+                await trio.sleep(0.01)
+
+    async def books_match_server(self) -> None:
+        """Pause the market, let the feed settle, and compare every book with the server's."""
+        self.server.pause()
+
+        def match() -> bool:
+            for symbol in SYMBOLS:
+                event = self.books.get(symbol)
+                bids, asks = self.server.book_levels(symbol, 10)
+                if event is None or list(event.bids) != bids or list(event.asks) != asks:
+                    return False
+            return True
+
+        await self.until(match)
+        self.server.resume()
+
+
+@asynccontextmanager
+async def running(**server_options: Any) -> AsyncIterator[Harness]:
+    session_options = server_options.pop("session", {})
+    async with open_kraken_ws_server(symbols=SYMBOLS, seed=1, updates_per_second=400,
+                                     heartbeat_interval=0.1, **server_options) as server:
+        events: list[tuple[str, str]] = []
+        options: dict[str, Any] = {
+            "subscriptions": [Subscription(channel="book", symbols=tuple(SYMBOLS)),
+                              Subscription(channel="ticker", symbols=tuple(SYMBOLS)),
+                              Subscription(channel="trade", symbols=tuple(SYMBOLS))],
+            "stale_after": 0.5, "ping_interval": 0.2, "backoff_initial": 0.05,
+            "backoff_max": 0.2, "request_timeout": 2.0, "seed": 7,
+            "on_event": lambda kind, detail: events.append((kind, detail)),
+        }
+        options.update(session_options)
+        session = KrakenWsSession(server.url, **options)
+        harness = Harness(server=server, session=session, events=events)
+        send, recv = trio.open_memory_channel[MarketEvent](1000)
+
+        async def consume() -> None:
+            async for event in recv:
+                harness.counts[type(event)] = harness.counts.get(type(event), 0) + 1
+                if isinstance(event, BookEvent):
+                    harness.books[event.symbol] = event
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(consume)
+            await nursery.start(session.run, send)
+            yield harness
+            nursery.cancel_scope.cancel()
+
+
+async def test_three_books_verified_and_equal_to_the_server() -> None:
+    with trio.fail_after(10):
+        async with running() as h:
+            await h.until(lambda: all(
+                (b := h.session.book(s)) is not None and b.checksums_verified >= 30
+                for s in SYMBOLS))
+            await h.books_match_server()
+            stats = h.session.statistics()
+            assert stats.connected
+            assert stats.checksum_mismatches == 0
+            assert stats.reconnects == 0
+            assert stats.messages_by_channel["book"] >= 90
+            assert stats.last_message_time is not None
+            assert h.counts.get(TickerEvent, 0) > 0
+            assert h.counts.get(TradeEvent, 0) > 0
+            # The instrument channel is subscribed before any book (precisions first).
+            subs = [r["params"]["channel"] for r in h.server.requests
+                    if r.get("method") == "subscribe"]
+            assert subs[0] == "instrument"
+            assert all(isinstance(r.get("req_id"), int) for r in h.server.requests)
+            assert [k for k, _ in h.events] == ["connected"]
+
+
+async def test_wrong_checksum_resubscribes_that_book_and_recovers() -> None:
+    with trio.fail_after(10):
+        async with running() as h:
+            await h.until(lambda: h.session.book("ETH/USD") is not None)
+            h.server.corrupt_next_checksum("ETH/USD")
+            await h.until(lambda: h.session.statistics().book_resubscribes == 1)
+            stats = h.session.statistics()
+            assert stats.checksum_mismatches == 1
+            assert ("checksum_mismatch", "ETH/USD") in h.events
+            unsubscribed = [r["params"] for r in h.server.requests
+                            if r.get("method") == "unsubscribe"]
+            assert unsubscribed == [{"channel": "book", "symbol": ["ETH/USD"], "depth": 10}]
+            # A fresh snapshot rebuilt the book, and it verifies again.
+            await h.until(lambda: (b := h.session.book("ETH/USD")) is not None
+                          and b.checksums_verified >= 10)
+            await h.books_match_server()
+            assert h.session.statistics().checksum_mismatches == 1
+            assert h.session.statistics().reconnects == 0
+
+
+async def test_abrupt_disconnect_reconnects_and_rebuilds_books() -> None:
+    with trio.fail_after(10):
+        async with running() as h:
+            await h.until(lambda: all(h.session.book(s) is not None for s in SYMBOLS))
+            await h.server.drop_connections()
+            await h.server.wait_connections(2)
+            await h.until(lambda: h.session.statistics().connections == 2
+                          and h.session.connected)
+            stats = h.session.statistics()
+            assert stats.reconnects == 1
+            kinds = [k for k, _ in h.events]
+            assert kinds == ["connected", "reconnecting", "connected"]
+            book_subs = [r for r in h.server.requests if r.get("method") == "subscribe"
+                         and r["params"]["channel"] == "book"]
+            assert len(book_subs) == 2  # everything was subscribed again
+            await h.until(lambda: all(
+                (b := h.session.book(s)) is not None and b.checksums_verified >= 5
+                for s in SYMBOLS))
+            await h.books_match_server()
+            assert h.session.statistics().checksum_mismatches == 0
+
+
+async def test_malformed_and_unknown_frames_are_counted_and_skipped() -> None:
+    with trio.fail_after(10):
+        async with running() as h:
+            h.server.inject_malformed()
+            h.server.inject_malformed()
+            h.server.push('{"channel":"no_such_channel","type":"update","data":[]}')
+            h.server.push('{"channel":"ticker","type":"update","data":[{"symbol":"BTC/USD"}]}')
+            await h.until(lambda: sum(h.session.statistics().decode_errors.values()) == 4)
+            stats = h.session.statistics()
+            assert stats.decode_errors["invalid_json"] == 2
+            assert stats.decode_errors["unknown_channel"] == 1
+            assert stats.connected and stats.reconnects == 0
+            assert [k for k, _ in h.events].count("decode_error") == 4
+            await h.books_match_server()
+
+
+async def test_stall_is_declared_stale_and_reconnects() -> None:
+    with trio.fail_after(10):
+        async with running() as h:
+            await h.until(lambda: all(h.session.book(s) is not None for s in SYMBOLS))
+            h.server.stall(1.0)
+            await h.until(lambda: h.session.statistics().stale_disconnects >= 1)
+            assert "stale" in [k for k, _ in h.events]
+            await h.until(lambda: h.session.connected
+                          and h.session.statistics().connections >= 2)
+            await h.books_match_server()
+            assert h.session.statistics().reconnects >= 1
+
+
+async def test_refused_subscription_ends_run_with_a_typed_error() -> None:
+    with trio.fail_after(5):
+        async with open_kraken_ws_server(symbols=SYMBOLS, heartbeat_interval=0.1,
+                                         reject_symbols={"ETH/BTC": "EGeneral:Invalid arguments"}
+                                         ) as server:
+            session = KrakenWsSession(
+                server.url, subscriptions=[Subscription(channel="ticker",
+                                                        symbols=("BTC/USD", "ETH/BTC"))])
+            send, _recv = trio.open_memory_channel[MarketEvent](10)
+            with pytest.raises(KrakenError) as info:
+                await session.run(send)
+            assert info.value.errors == ("EGeneral:Invalid arguments",)
+
+
+async def test_private_methods_correlate_by_req_id_and_never_log_the_token(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+
+    async def token() -> str:
+        return TOKEN
+
+    with trio.fail_after(10):
+        async with running(token=TOKEN, session={"token_provider": token}) as h:
+            channels = [r["params"]["channel"] for r in h.server.requests
+                        if r.get("method") == "subscribe"]
+            assert {"executions", "balances"} <= set(channels)
+            added = await h.session.request("add_order", {"order_type": "limit", "side": "buy",
+                                                          "symbol": "BTC/USD",
+                                                          "cl_ord_id": "abc-1"})
+            assert added.success and added.result["cl_ord_id"] == "abc-1"
+            cancelled = await h.session.request_all(
+                "cancel_order", {"order_id": ["O1", "O2"]}, expected=2)
+            assert sorted(r.result["order_id"] for r in cancelled) == ["O1", "O2"]
+            assert len({r.req_id for r in cancelled}) == 1
+            dms = await h.session.request("cancel_all_orders_after", {"timeout": 60})
+            assert dms.success and "triggerTime" in dms.result
+            assert (await h.session.request("cancel_all")).result["count"] == 0
+            assert h.server.requests[-1]["params"]["token"] == TOKEN  # it did go on the wire
+            await h.server.drop_connections()  # exercise the reconnect logging path too
+            await h.until(lambda: h.session.statistics().connections == 2
+                          and h.session.connected)
+    assert TOKEN not in caplog.text
+    assert TOKEN not in repr(h.session)
+
+
+async def test_private_method_without_token_is_refused() -> None:
+    with trio.fail_after(10):
+        async with running() as h:
+            with pytest.raises(PermissionDenied):
+                await h.session.request("cancel_all")
+
+
+def test_subscription_validates_its_parameters() -> None:
+    with pytest.raises(ValueError):
+        Subscription(channel="book", symbols=("BTC/USD",), depth=7)
+    with pytest.raises(ValueError):
+        Subscription(channel="level3", symbols=("BTC/USD",))
+    with pytest.raises(ValueError):
+        Subscription(channel="ohlc", symbols=("BTC/USD",), interval=2)
+    sub = Subscription(channel="ohlc", symbols=("BTC/USD",), interval=5)
+    assert sub.params() == {"channel": "ohlc", "symbol": ["BTC/USD"], "interval": 5}
