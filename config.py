@@ -17,7 +17,7 @@ import argparse
 import os
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -243,6 +243,7 @@ class Settings:
     api_key: Secret
     api_secret: Secret
     config_file: str = ""
+    extras: Mapping[str, Any] = field(default_factory=dict)  # flags added by ``extend``
 
     @property
     def metrics_host(self) -> str:
@@ -290,10 +291,22 @@ class _OneLineErrorParser(argparse.ArgumentParser):
         raise ConfigError(message)
 
 
-def load_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Settings:
-    """Parse ``argv`` (without the program name) into validated settings."""
+def load_settings(
+    argv: Sequence[str],
+    environ: Mapping[str, str] | None = None,
+    *,
+    extend: Callable[[argparse.ArgumentParser], Sequence[str]] | None = None,
+) -> Settings:
+    """Parse ``argv`` (without the program name) into validated settings.
+
+    ``extend`` lets a mode add its own flags (the backtest's ``--data``, ``--report`` ...): it
+    adds them to the parser and returns their ``dest`` names, whose parsed values land in
+    ``Settings.extras``. A mode validates its own extras.
+    """
     environ = os.environ if environ is None else environ
-    args = build_parser().parse_args(list(argv))
+    parser = build_parser()
+    extra_names = list(extend(parser)) if extend is not None else []
+    args = parser.parse_args(list(argv))
     file_values: dict[str, Any] = {}
     config_file = args.config or environ.get("TRADING_CONFIG", "")
     if config_file:
@@ -324,6 +337,7 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None)
         api_key=Secret(environ.get("KRAKEN_API_KEY", "")),
         api_secret=Secret(environ.get("KRAKEN_API_SECRET", "")),
         config_file=config_file,
+        extras={name: getattr(args, name) for name in extra_names},
     )
     _cross_check(settings)
     return settings

@@ -81,6 +81,7 @@ class CircuitBreaker:
         self._trips = 0
         self._closed_event = trio.Event()
         self._closed_event.set()
+        self._open_event = trio.Event()
         self._listeners: list[BreakerListener] = []
 
     # ------------------------------------------------------------------ reading
@@ -137,6 +138,11 @@ class CircuitBreaker:
         """Block until the breaker is CLOSED (after a probe success or a reset)."""
         while self._state is not BreakerState.CLOSED:
             await self._closed_event.wait()
+
+    async def wait_open(self) -> None:
+        """Block until the breaker trips (returns at once if it is OPEN now)."""
+        while self._state is not BreakerState.OPEN:
+            await self._open_event.wait()
 
     # ------------------------------------------------------------------ writing
 
@@ -203,6 +209,10 @@ class CircuitBreaker:
             self._closed_event.set()
         elif old is BreakerState.CLOSED:
             self._closed_event = trio.Event()
+        if new is BreakerState.OPEN:
+            self._open_event.set()
+        elif old is BreakerState.OPEN:
+            self._open_event = trio.Event()
         level = logging.WARNING if new is BreakerState.OPEN else logging.INFO
         log.log(level, "breaker %s: %s -> %s (%s)", self.name, old.value, new.value, reason)
         for listener in self._listeners:
