@@ -31,6 +31,17 @@ from ._errors import PermissionDenied as PermissionDenied
 from ._errors import RateLimited as RateLimited
 from ._errors import ServiceUnavailable as ServiceUnavailable
 from ._errors import TransportError as TransportError
+from ._nonce import NonceGenerator as NonceGenerator
+from ._pairs import PairRegistry as PairRegistry
+from ._pairs import UnknownPair as UnknownPair
+from ._ratelimit import CallCounterLimiter as CallCounterLimiter
+from ._ratelimit import RateLimitTier as RateLimitTier
+from ._rest import DEFAULT_REST_URL as DEFAULT_REST_URL
+from ._rest import KrakenRestClient as KrakenRestClient
+from ._rest import open_kraken_rest as open_kraken_rest
+from ._retry import RetryPolicy as RetryPolicy
+from ._signing import KrakenCredentials as KrakenCredentials
+from ._signing import sign_request as sign_request
 from ._ws import KrakenWsSession as KrakenWsSession
 from ._ws import Subscription as Subscription
 from ._ws import WsStatistics as WsStatistics

@@ -87,9 +87,10 @@ def error_from_strings(endpoint: str, errors: Sequence[str]) -> KrakenError:
     joined = " ".join(errors)
     mapping: tuple[tuple[tuple[str, ...], type[KrakenError]], ...] = (
         (("EAPI:Invalid nonce",), InvalidNonce),
-        (("Rate limit exceeded", "Too many requests", "EAPI:Rate limit"), RateLimited),
+        (("Rate limit exceeded", "Too many requests", "EAPI:Rate limit", "EService: Throttled",
+          "EService:Throttled", "EGeneral:Temporary lockout"), RateLimited),
         (("EService:Unavailable", "EService:Busy", "EService:Market in cancel_only",
-          "EService:Deadline elapsed"), ServiceUnavailable),
+          "EService:Deadline elapsed", "EGeneral:Internal error"), ServiceUnavailable),
         (("EGeneral:Permission denied", "EAPI:Invalid key", "EAPI:Invalid signature",
           "EAPI:Bad request", "EAuth:"), PermissionDenied),
         (("EOrder:Insufficient funds", "EFunding:Insufficient funds"), InsufficientFunds),
