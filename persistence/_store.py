@@ -1,0 +1,708 @@
+"""The store: synchronous, thread-safe API over one SQLAlchemy engine.
+
+Actors call it through ``trio.to_thread.run_sync`` (the recorder does this for batches; the
+executor for the write-ahead of each order). Every public method is one transaction: it either
+commits completely or not at all, and database errors come out as ``StoreError`` subclasses
+(``StoreUnavailable`` when retrying later can help).
+
+Writes are idempotent so a batch may be replayed after an ambiguous failure: fills are keyed by
+``fill_id`` and orders by ``client_order_id`` (``INSERT ... ON CONFLICT DO NOTHING`` on both
+SQLite and PostgreSQL), and order status changes are applied only when they change something.
+Status events (accepted, cancelled, rejected) and system events have no natural key; replaying
+a batch that *did* commit would duplicate system-event rows (never money).
+
+The store assumes one writer per database (the recorder, plus the executor's write-ahead of
+new orders): ``filled_qty`` is advanced in Python from the fills a batch newly inserts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import re
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    Engine,
+    Table,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
+
+from protocol.messages import (
+    Fill,
+    OrderAccepted,
+    OrderCancelled,
+    OrderRejected,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    RiskRejection,
+    Side,
+    SystemEvent,
+)
+
+from ._engine import SQLiteSynchronous, make_engine, upgrade_to_head
+from ._errors import StoreError, translate
+from ._ledger import ZERO, Ledger
+from ._models import (
+    Balance,
+    BreakerStateRow,
+    EquitySnapshotRow,
+    FillRow,
+    Order,
+    OrderStatusHistory,
+    PositionRow,
+    RiskRejectionRow,
+    Run,
+    SystemEventRow,
+)
+from ._records import (
+    BalanceSnapshot,
+    BreakerLatch,
+    EquitySnapshot,
+    OpenOrder,
+    PositionSnapshot,
+    Recordable,
+    RecoveredState,
+)
+from ._reports import StoreReports
+
+log = logging.getLogger("persistence")
+
+_ORDERS: Table = Order.__table__  # type: ignore[assignment]
+_FILLS: Table = FillRow.__table__  # type: ignore[assignment]
+_HISTORY: Table = OrderStatusHistory.__table__  # type: ignore[assignment]
+_TERMINAL = tuple(s.value for s in OrderStatus if s.is_terminal)
+_CHUNK = 500  # ids per IN (...) list: far below SQLite's and PostgreSQL's parameter limits
+_SECRET_KEY = re.compile(r"secret|passw|passphrase|token|api_?key|private|credential|otp", re.I)
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
+DEFAULT_BREAKER = "trading"
+
+
+def utc_now() -> dt.datetime:
+    """The default wall clock of the store (row timestamps only, never trading logic)."""
+    return dt.datetime.now(dt.UTC)
+
+
+def redact_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``config`` with secrets replaced by ``"***"``, recursively.
+
+    A key that looks like a secret (``secret``, ``password``, ``token``, ``api_key``, ...) has
+    its value replaced; passwords inside URLs (``postgresql://u:pw@host``) are masked wherever
+    they appear.
+    """
+
+    def walk(value: Any, key: str = "") -> Any:
+        if isinstance(value, Mapping):
+            return {str(k): walk(v, str(k)) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [walk(v, key) for v in value]
+        if key and _SECRET_KEY.search(key) and value not in (None, "", False):
+            return "***"
+        if isinstance(value, str):
+            return _URL_PASSWORD.sub(r"\1***@", value)
+        return value
+
+    return walk(config)  # type: ignore[no-any-return]
+
+
+def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
+    for i in range(0, len(items), _CHUNK):
+        yield items[i : i + _CHUNK]
+
+
+class Store(StoreReports):
+    """Orders, fills, balances, equity, system events and the breaker latch, in one database.
+
+    Args:
+        url: SQLAlchemy URL; ``None`` is ``sqlite:///trading.db``. PostgreSQL URLs are pointed
+            at psycopg 3.
+        engine: use this engine instead of creating one from ``url``.
+        upgrade: run the Alembic migrations to head on construction (idempotent).
+        sqlite_synchronous: SQLite ``PRAGMA synchronous`` (see ``persistence._engine``).
+        clock: wall clock for row timestamps (aware UTC); tests inject a fixed one.
+
+    Raises:
+        StoreUnavailable: ``upgrade`` is set and the database cannot be reached.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        engine: Engine | None = None,
+        upgrade: bool = True,
+        sqlite_synchronous: SQLiteSynchronous = "FULL",
+        clock: Callable[[], dt.datetime] = utc_now,
+    ) -> None:
+        self._engine = engine or make_engine(url, sqlite_synchronous=sqlite_synchronous)
+        self._owns_engine = engine is None
+        self._clock = clock
+        self.current_run_id: str | None = None
+        if upgrade:
+            upgrade_to_head(self._engine)
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def close(self) -> None:
+        """Release pooled connections (only if this store created the engine)."""
+        if self._owns_engine:
+            self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _tx(self, operation: str) -> Iterator[Connection]:
+        try:
+            with self._engine.begin() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise translate(exc, operation) from exc
+
+    def _insert(self, conn: Connection, table: Table) -> Any:
+        # dialect-specific INSERT so ON CONFLICT is available on both backends
+        if conn.dialect.name == "postgresql":
+            return postgresql.insert(table)
+        if conn.dialect.name == "sqlite":
+            return sqlite.insert(table)
+        return insert(table)  # pragma: no cover - other backends: plain insert
+
+    # ------------------------------------------------------------------ runs
+
+    def start_run(
+        self,
+        *,
+        mode: str,
+        config: Mapping[str, Any] | None = None,
+        version: str = "",
+        initial_balances: Mapping[str, Decimal] | None = None,
+        resume: RecoveredState | None = None,
+        run_id: str | None = None,
+    ) -> str:
+        """Create a run, make it the store's current run and return its id.
+
+        With ``resume`` (from ``recover()``), the new run continues the recovered one: its
+        initial balances are the recovered balances, its high-water mark carries over, and the
+        recovered run's open orders move to the new run so their later fills count there.
+        ``initial_balances`` overrides the resumed balances (e.g. after an exchange
+        reconciliation). Secrets in ``config`` are never stored (``redact_config``).
+        """
+        run_id = run_id or uuid.uuid4().hex
+        now = self._clock()
+        balances = dict(resume.balances) if resume is not None else {}
+        if initial_balances is not None:
+            balances = dict(initial_balances)
+        with self._tx("start_run") as conn:
+            seq = conn.execute(select(func.coalesce(func.max(Run.seq), 0))).scalar_one() + 1
+            conn.execute(
+                insert(Run),
+                {
+                    "id": run_id,
+                    "seq": seq,
+                    "mode": mode,
+                    "config": json.dumps(redact_config(config or {}), sort_keys=True, default=str),
+                    "version": version,
+                    "started_at": now,
+                    "resumed_from": resume.run_id if resume else None,
+                    "high_water_start": resume.high_water if resume else None,
+                },
+            )
+            self._put_balances(conn, run_id, "initial", balances, now)
+            if resume is not None and resume.run_id is not None:
+                conn.execute(
+                    update(Order)
+                    .where(Order.run_id == resume.run_id, Order.status.not_in(_TERMINAL))
+                    .values(run_id=run_id, updated_at=now)
+                )
+        self.current_run_id = run_id
+        log.info(
+            "run %s started (mode=%s, resumed_from=%s)", run_id, mode, resume and resume.run_id
+        )
+        return run_id
+
+    def end_run(self, run_id: str | None = None) -> None:
+        """Stamp ``ended_at`` on ``run_id`` (default: the current run)."""
+        run_id = run_id or self.current_run_id
+        if run_id is None:
+            return
+        with self._tx("end_run") as conn:
+            conn.execute(update(Run).where(Run.id == run_id).values(ended_at=self._clock()))
+
+    def latest_run_id(self) -> str | None:
+        with self._tx("latest_run") as conn:
+            return conn.execute(select(Run.id).order_by(Run.seq.desc()).limit(1)).scalar()
+
+    def _put_balances(
+        self, conn: Connection, run_id: str, kind: str, balances: Mapping[str, Decimal], now: Any
+    ) -> None:
+        if not balances:
+            return
+        stmt = self._insert(conn, Balance.__table__)  # type: ignore[arg-type]
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["run_id", "kind", "currency"],
+            set_={"amount": stmt.excluded.amount, "ts": stmt.excluded.ts},
+        )
+        conn.execute(
+            stmt,
+            [
+                {"run_id": run_id, "kind": kind, "currency": c, "amount": a, "ts": now}
+                for c, a in sorted(balances.items())
+            ],
+        )
+
+    # ------------------------------------------------------------------ orders
+
+    def record_order_ahead(self, order: OrderRequest, run_id: str | None = None) -> bool:
+        """Commit ``order`` as ``PENDING`` *before* it is sent; return False if already known.
+
+        The write-ahead makes a crash between sending and hearing back recoverable: the order
+        shows up in ``recover().open_orders`` and the executor reconciles it by its
+        ``client_order_id``. Idempotent: recording the same ``client_order_id`` again changes
+        nothing.
+        """
+        with self._tx("record_order_ahead") as conn:
+            inserted = self._insert_orders(conn, [order], run_id or self.current_run_id)
+        return inserted == 1
+
+    def _insert_orders(
+        self, conn: Connection, orders: Sequence[OrderRequest], run_id: str | None
+    ) -> int:
+        now = self._clock()
+        rows = [
+            {
+                "client_order_id": o.client_order_id,
+                "exchange_order_id": None,
+                "run_id": run_id,
+                "strategy": o.strategy,
+                "symbol": o.symbol,
+                "side": o.side.value,
+                "type": o.order_type.value,
+                "quantity": o.qty,
+                "limit_price": o.limit_price,
+                "status": OrderStatus.PENDING.value,
+                "filled_qty": ZERO,
+                "group_id": o.group_id,
+                "reduce_only": o.reduce_only,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for o in orders
+        ]
+        ids = [o.client_order_id for o in orders]
+        existing = self._existing(conn, _ORDERS.c.client_order_id, ids)
+        new_rows = [r for r in rows if r["client_order_id"] not in existing]
+        if not new_rows:
+            return 0
+        stmt = self._insert(conn, _ORDERS).on_conflict_do_nothing(
+            index_elements=["client_order_id"]
+        )
+        conn.execute(stmt, new_rows)
+        conn.execute(
+            insert(_HISTORY),
+            [
+                {
+                    "client_order_id": r["client_order_id"],
+                    "status": "pending",
+                    "ts": now,
+                    "detail": "written ahead",
+                }
+                for r in new_rows
+            ],
+        )
+        return len(new_rows)
+
+    @staticmethod
+    def _existing(conn: Connection, column: Any, keys: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for part in _chunks(keys):
+            found.update(conn.execute(select(column).where(column.in_(part))).scalars())
+        return found
+
+    # ------------------------------------------------------------------ batches
+
+    def write_batch(self, events: Sequence[Recordable], *, run_id: str | None = None) -> None:
+        """Write ``events`` in ONE transaction (all or nothing), idempotently.
+
+        Events are applied in the order given. Rows are written with executemany-style bulk
+        statements, a handful per batch whatever its size. Unknown event types raise
+        ``TypeError`` before anything is written.
+
+        Raises:
+            StoreUnavailable: the database is unreachable; nothing was committed.
+            StoreError: any other database failure; nothing was committed.
+        """
+        if not events:
+            return
+        run = run_id or self.current_run_id
+        now = self._clock()
+        new_orders: list[OrderRequest] = []
+        status_events: list[OrderAccepted | OrderRejected | OrderCancelled | Fill] = []
+        fills: dict[str, Fill] = {}
+        sys_rows: list[dict[str, Any]] = []
+        risk_rows: list[dict[str, Any]] = []
+        equity_rows: list[dict[str, Any]] = []
+        positions: dict[str, dict[str, Any]] = {}
+        balances: dict[str, Decimal] = {}
+        for ev in events:
+            if isinstance(ev, Fill):
+                if ev.fill_id not in fills:  # a duplicate inside one batch is still one fill
+                    fills[ev.fill_id] = ev
+                    status_events.append(ev)
+            elif isinstance(ev, OrderAccepted | OrderRejected | OrderCancelled):
+                status_events.append(ev)
+            elif isinstance(ev, OrderRequest):
+                new_orders.append(ev)
+            elif isinstance(ev, SystemEvent):
+                sys_rows.append(
+                    {
+                        "run_id": run,
+                        "kind": ev.kind,
+                        "source": ev.source,
+                        "detail": ev.detail,
+                        "attrs": json.dumps(dict(ev.attrs), sort_keys=True),
+                        "ts": now,
+                    }
+                )
+            elif isinstance(ev, RiskRejection):
+                risk_rows.append(
+                    {
+                        "run_id": run,
+                        "strategy": ev.strategy,
+                        "symbol": ev.symbol,
+                        "reason": ev.reason,
+                        "detail": ev.detail,
+                        "ts": now,
+                    }
+                )
+            elif isinstance(ev, EquitySnapshot):
+                equity_rows.append(
+                    {
+                        "run_id": run,
+                        "ts": ev.ts or now,
+                        "equity": ev.equity,
+                        "realized": ev.realized,
+                        "unrealized": ev.unrealized,
+                        "drawdown": ev.drawdown,
+                        "high_water": ev.high_water,
+                    }
+                )
+            elif isinstance(ev, PositionSnapshot):
+                positions[ev.symbol] = {
+                    "run_id": run,
+                    "symbol": ev.symbol,
+                    "qty": ev.qty,
+                    "avg_price": ev.avg_price,
+                    "realized_pnl": ev.realized_pnl,
+                    "ts": ev.ts or now,
+                }
+            elif isinstance(ev, BalanceSnapshot):
+                balances.update(ev.balances)
+            else:
+                raise TypeError(f"the store cannot record {type(ev).__name__}")
+        with self._tx("write_batch") as conn:
+            if new_orders:
+                self._insert_orders(conn, new_orders, run)
+            if status_events:
+                self._apply_order_events(conn, status_events, fills, run, now)
+            if sys_rows:
+                conn.execute(insert(SystemEventRow), sys_rows)
+            if risk_rows:
+                conn.execute(insert(RiskRejectionRow), risk_rows)
+            if equity_rows:
+                conn.execute(insert(EquitySnapshotRow), equity_rows)
+            if positions and run is not None:
+                stmt = self._insert(conn, PositionRow.__table__)  # type: ignore[arg-type]
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["run_id", "symbol"],
+                    set_={
+                        c: getattr(stmt.excluded, c)
+                        for c in ("qty", "avg_price", "realized_pnl", "ts")
+                    },
+                )
+                conn.execute(stmt, list(positions.values()))
+            if balances and run is not None:
+                self._put_balances(conn, run, "latest", balances, now)
+
+    def _apply_order_events(
+        self,
+        conn: Connection,
+        events: Sequence[OrderAccepted | OrderRejected | OrderCancelled | Fill],
+        fills: Mapping[str, Fill],
+        run: str | None,
+        now: dt.datetime,
+    ) -> None:
+        # One SELECT loads every affected order; the events are then applied in Python in batch
+        # order and only real changes are written back, so a replayed batch is a no-op.
+        ids = sorted({e.client_order_id for e in events})
+        state: dict[str, dict[str, Any]] = {}
+        for part in _chunks(ids):
+            for row in conn.execute(
+                select(
+                    Order.client_order_id,
+                    Order.run_id,
+                    Order.status,
+                    Order.quantity,
+                    Order.filled_qty,
+                    Order.exchange_order_id,
+                ).where(Order.client_order_id.in_(part))
+            ):
+                state[row.client_order_id] = dict(row._mapping)
+        before = {k: dict(v) for k, v in state.items()}
+        # Fills already stored (a replay) are skipped: one indexed lookup per batch. The INSERT
+        # keeps ON CONFLICT DO NOTHING as the backstop. (RETURNING would name the new rows
+        # too, but forces one huge multi-VALUES statement that psycopg re-parses every time.)
+        known = self._existing(conn, _FILLS.c.fill_id, list(fills)) if fills else set()
+        inserted = set(fills) - known
+        if inserted:
+            fill_rows = []
+            for f in fills.values():
+                if f.fill_id in known:
+                    continue
+                o = state.get(f.client_order_id)
+                fill_rows.append(
+                    {
+                        "fill_id": f.fill_id,
+                        "client_order_id": f.client_order_id,
+                        "run_id": o["run_id"] if o is not None and o["run_id"] else run,
+                        "strategy": f.strategy,
+                        "symbol": f.symbol,
+                        "side": f.side.value,
+                        "price": f.price,
+                        "qty": f.qty,
+                        "fee": f.fee,
+                        "fee_currency": f.fee_currency,
+                        "liquidity": f.liquidity.value,
+                        "ts": dt.datetime.fromtimestamp(f.ts_event_ns / 1e9, dt.UTC)
+                        if f.ts_event_ns
+                        else now,
+                    }
+                )
+            stmt = self._insert(conn, _FILLS).on_conflict_do_nothing(index_elements=["fill_id"])
+            conn.execute(stmt, fill_rows)
+        history: list[dict[str, Any]] = []
+
+        def move(o: dict[str, Any], status: str, detail: str) -> None:
+            if o["status"] != status:
+                o["status"] = status
+                history.append(
+                    {
+                        "client_order_id": o["client_order_id"],
+                        "status": status,
+                        "ts": now,
+                        "detail": detail,
+                    }
+                )
+
+        for ev in events:
+            o = state.get(ev.client_order_id)
+            if isinstance(ev, Fill):
+                if o is None or ev.fill_id not in inserted:
+                    continue
+                o["filled_qty"] += ev.qty
+                detail = f"fill {ev.fill_id} {ev.qty}@{ev.price}"
+                if o["filled_qty"] >= o["quantity"]:
+                    move(o, OrderStatus.FILLED.value, detail)
+                elif o["status"] in ("pending", "open"):
+                    move(o, OrderStatus.PARTIALLY_FILLED.value, detail)
+            elif o is None:
+                log.debug("%s for unknown order %s", type(ev).__name__, ev.client_order_id)
+            elif isinstance(ev, OrderAccepted):
+                o["exchange_order_id"] = ev.exchange_order_id
+                if o["status"] == "pending":
+                    move(o, OrderStatus.OPEN.value, f"accepted as {ev.exchange_order_id}")
+            elif o["status"] not in _TERMINAL:
+                if isinstance(ev, OrderRejected):
+                    move(o, OrderStatus.REJECTED.value, ev.reason)
+                else:
+                    move(o, OrderStatus.CANCELLED.value, ev.reason)
+        changed = [
+            (k, o["status"], o["filled_qty"], o["exchange_order_id"])
+            for k, o in state.items()
+            if o != before[k]
+        ]
+        if changed:
+            # executemany: in-process on SQLite, pipelined by psycopg 3 on PostgreSQL (one
+            # parsed statement, no round trip per row)
+            conn.execute(
+                update(_ORDERS)
+                .where(_ORDERS.c.client_order_id == bindparam("b_id"))
+                .values(
+                    status=bindparam("b_status"),
+                    filled_qty=bindparam("b_filled"),
+                    exchange_order_id=bindparam("b_xid"),
+                    updated_at=now,
+                ),
+                [
+                    {"b_id": c[0], "b_status": c[1], "b_filled": c[2], "b_xid": c[3]}
+                    for c in changed
+                ],
+            )
+        if history:
+            conn.execute(insert(_HISTORY), history)
+
+    # ------------------------------------------------------------------ breaker
+
+    def latch_breaker(self, reason: str, *, name: str = DEFAULT_BREAKER) -> None:
+        """Persist that breaker ``name`` is latched open for ``reason`` (survives restarts)."""
+        self._set_breaker(name, True, reason)
+
+    def reset_breaker(self, *, name: str = DEFAULT_BREAKER, reason: str = "manual reset") -> None:
+        """Clear the latch of breaker ``name`` (a person acknowledged the trip)."""
+        self._set_breaker(name, False, reason)
+
+    def _set_breaker(self, name: str, latched: bool, reason: str) -> None:
+        with self._tx("breaker") as conn:
+            stmt = self._insert(conn, BreakerStateRow.__table__)  # type: ignore[arg-type]
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["name"],
+                set_={
+                    "latched": stmt.excluded.latched,
+                    "reason": stmt.excluded.reason,
+                    "updated_at": stmt.excluded.updated_at,
+                },
+            )
+            conn.execute(
+                stmt,
+                {"name": name, "latched": latched, "reason": reason, "updated_at": self._clock()},
+            )
+        log.warning("breaker %s %s: %s", name, "latched" if latched else "reset", reason)
+
+    def breaker(self, name: str = DEFAULT_BREAKER) -> BreakerLatch | None:
+        with self._tx("breaker") as conn:
+            row = conn.execute(
+                select(BreakerStateRow).where(BreakerStateRow.name == name)
+            ).one_or_none()
+            if row is None:
+                return None
+            return BreakerLatch(
+                name=row.name, latched=row.latched, reason=row.reason, updated_at=row.updated_at
+            )
+
+    # ------------------------------------------------------------------ recovery
+
+    def recover(self, run_id: str | None = None) -> RecoveredState:
+        """Rebuild what a restart needs from committed rows of ``run_id`` (default: latest run).
+
+        Balances are the run's initial balances plus every committed fill of the run (applied
+        in commit order); positions are recomputed at average cost from the same fills; open
+        orders are the run's orders whose status is not terminal; the high-water mark is the
+        highest of the carried-over mark and the latest equity snapshot's; the breaker latch is
+        global. Nothing is read from the ``positions`` or ``latest`` balance snapshots: fills
+        are the source of truth. Logs what it restored.
+        """
+        latch = self.breaker()
+        with self._tx("recover") as conn:
+            run = conn.execute(
+                select(Run).where(Run.id == run_id)
+                if run_id
+                else select(Run).order_by(Run.seq.desc()).limit(1)
+            ).one_or_none()
+            if run is None:
+                if run_id:
+                    raise StoreError(f"no run {run_id!r}", operation="recover")
+                return RecoveredState(
+                    run_id=None,
+                    breaker_latched=bool(latch and latch.latched),
+                    breaker_reason=latch.reason if latch and latch.latched else "",
+                )
+            initial = {
+                b.currency: b.amount
+                for b in conn.execute(
+                    select(Balance).where(Balance.run_id == run.id, Balance.kind == "initial")
+                )
+            }
+            ledger = Ledger(initial)
+            n = 0
+            for f in conn.execute(
+                select(
+                    FillRow.symbol,
+                    FillRow.side,
+                    FillRow.price,
+                    FillRow.qty,
+                    FillRow.fee,
+                    FillRow.fee_currency,
+                )
+                .where(FillRow.run_id == run.id)
+                .order_by(FillRow.id)
+            ):
+                ledger.apply_fill(
+                    key=f.symbol,
+                    symbol=f.symbol,
+                    side=Side(f.side),
+                    price=f.price,
+                    qty=f.qty,
+                    fee=f.fee,
+                    fee_currency=f.fee_currency,
+                )
+                n += 1
+            open_orders = tuple(
+                OpenOrder(
+                    client_order_id=o.client_order_id,
+                    exchange_order_id=o.exchange_order_id,
+                    run_id=o.run_id,
+                    strategy=o.strategy,
+                    symbol=o.symbol,
+                    side=Side(o.side),
+                    order_type=OrderType(o.type),
+                    quantity=o.quantity,
+                    limit_price=o.limit_price,
+                    status=OrderStatus(o.status),
+                    filled_qty=o.filled_qty,
+                )
+                for o in conn.execute(
+                    select(Order)
+                    .where(Order.run_id == run.id, Order.status.not_in(_TERMINAL))
+                    .order_by(Order.id)
+                )
+            )
+            snap = conn.execute(
+                select(EquitySnapshotRow)
+                .where(EquitySnapshotRow.run_id == run.id)
+                .order_by(EquitySnapshotRow.id.desc())
+                .limit(1)
+            ).one_or_none()
+            marks = [run.high_water_start] if run.high_water_start is not None else []
+            if snap is not None:
+                marks += [snap.high_water, snap.equity]
+            state = RecoveredState(
+                run_id=run.id,
+                initial_balances=initial,
+                balances=ledger.balances,
+                positions={k: p for k, p in ledger.positions().items() if p.qty != 0},
+                open_orders=open_orders,
+                high_water=max(marks) if marks else None,
+                last_equity=snap.equity if snap else None,
+                breaker_latched=bool(latch and latch.latched),
+                breaker_reason=latch.reason if latch and latch.latched else "",
+                fills_applied=n,
+            )
+        log.info(
+            "recovered run %s: %d fills applied, balances %s, %d positions, %d open orders, "
+            "high water %s, breaker %s",
+            state.run_id,
+            n,
+            {k: str(v) for k, v in sorted(state.balances.items())},
+            len(state.positions),
+            len(open_orders),
+            state.high_water,
+            f"LATCHED ({state.breaker_reason})" if state.breaker_latched else "clear",
+        )
+        return state
