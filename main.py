@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import time
 from collections.abc import Sequence
 
 import trio
@@ -51,7 +52,10 @@ async def run_until_signalled(settings: Settings) -> int:
     """Run the tree until SIGINT/SIGTERM (graceful: reverse-order stop) or until it ends."""
     from actors.app import build_application
 
-    app = build_application(settings)
+    # The run tag makes client order ids unique across runs (the wall clock is read here, at
+    # the edge, never inside the actors' logic).
+    run_tag = "r" + _base36(int(time.time()))
+    app = build_application(settings, run_tag=run_tag)
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async def stop_on_signal() -> None:
@@ -68,7 +72,17 @@ async def run_until_signalled(settings: Settings) -> int:
                      ",".join(settings.pairs))
             await app.wait_finished()
             nursery.cancel_scope.cancel(reason="application finished")
+    print(app.summary(), file=sys.stdout, flush=True)
     return app.exit_code
+
+
+def _base36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while n:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+    return out or "0"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

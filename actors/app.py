@@ -3,24 +3,45 @@
 ::
 
     root  (rest_for_one)
-    ├── recorder         persistence writer
+    ├── recorder         persistence writer (when a store is configured)
     ├── metrics          /metrics and /healthz
     ├── risk             limits, exposure, drawdown, the trading gate
-    ├── executor         approved orders -> PaperBroker | KrakenBroker
+    ├── executor         approved orders -> PaperBroker
     ├── strategies       (one_for_one) one actor per strategy
-    └── feeds            (one_for_one) one actor per Kraken WS connection
+    └── feeds            (one_for_one) one Kraken WS connection, or the replay source
+
+State that must outlive an actor's restart (the ledger behind risk, the paper exchange behind
+the executor, the breaker) belongs to the :class:`Application`, not to the actor incarnation;
+everything an incarnation builds for itself (strategies' indicators, sessions, sockets) is
+rebuilt on restart. Channels are opened here and handed to the supervisors, which give each
+incarnation fresh clones.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import trio
 
 from config import Settings
+from monitoring import HealthReport, Metrics
+from persistence import EquitySnapshot, Store
+from protocol.instruments import PairInfo
+from protocol.kraken import KrakenWsSession, Subscription
+from protocol.kraken._pairs import PairRegistry
+from protocol.messages import BookEvent, Fill, MarketEvent, OrderEvent, OrderRequest, Signal
+from trading import ClientOrderIds, Portfolio, RiskEngine, RiskLimits
+from trading.risk import RISK_REASONS
+from trading.strategies import Strategy, build_strategies
 
-from ._breaker import CircuitBreaker
+from ._breaker import BreakerState, CircuitBreaker
+from ._channels import ChannelStatistics, FanOut, memory_channel_statistics, open_lossless_channel
 from ._supervisor import (
     Backoff,
     ChildSpec,
@@ -29,57 +50,419 @@ from ._supervisor import (
     SupervisorEvent,
     SupervisorGaveUp,
 )
+from .console import ConsoleActor, status_line, summary_table
+from .executor import ExecutorActor, PaperBroker
+from .feed import FeedActor
+from .journal import StoreJournal, SystemEvents, restore
+from .monitor import MetricsBridge, MonitorActor, feed_ages
+from .recorder import Recorder
+from .replay import ReplayFeed
+from .risk import Feedback, OrderCommand, RiskActor
+from .strategy import StrategyActor
 
 log = logging.getLogger(__name__)
+
+BUNDLED_PAIRS = Path(__file__).resolve().parent.parent / "data" / "kraken_asset_pairs.json"
+ORDER_STATUSES = ("accepted", "filled", "rejected", "cancelled")
+
+
+def load_pairs(symbols: Sequence[str], path: Path = BUNDLED_PAIRS) -> dict[str, PairInfo]:
+    """Pair metadata for ``symbols`` (and the USD conversion pairs) from an AssetPairs file.
+
+    Paper mode starts from the bundled snapshot so it works offline; its fees and minimums are
+    those of the snapshot's date (see data/README.md).
+    """
+    with path.open() as handle:
+        registry = PairRegistry.from_asset_pairs(json.load(handle)["result"])
+    pairs: dict[str, PairInfo] = {}
+    for symbol in symbols:
+        info = registry.find(symbol)
+        if info is None:
+            raise ValueError(f"unknown pair {symbol!r}: not in {path.name}")
+        pairs[info.symbol] = info
+    return pairs
+
+
+def market_key(event: MarketEvent) -> tuple[type, str]:
+    """Conflation key of the market fan-out: the latest event per (kind, symbol)."""
+    return type(event), event.symbol
+
+
+@dataclass
+class Wiring:
+    """The channels of one tree (owned here; supervisors hand out clones)."""
+
+    market: FanOut[MarketEvent]
+    signals: tuple[trio.MemorySendChannel[tuple[Signal, ...]],
+                   trio.MemoryReceiveChannel[tuple[Signal, ...]]]
+    orders: tuple[trio.MemorySendChannel[OrderCommand], trio.MemoryReceiveChannel[OrderCommand]]
+    order_events: tuple[trio.MemorySendChannel[OrderEvent], trio.MemoryReceiveChannel[OrderEvent]]
+    events: tuple[trio.MemorySendChannel[Any], trio.MemoryReceiveChannel[Any]]
+    feedback: dict[str, tuple[trio.MemorySendChannel[Feedback],
+                              trio.MemoryReceiveChannel[Feedback]]] = field(default_factory=dict)
+
+    def statistics(self) -> list[ChannelStatistics]:
+        stats = list(self.market.statistics())
+        stats.append(memory_channel_statistics("signals", self.signals[1]))
+        stats.append(memory_channel_statistics("orders", self.orders[1]))
+        stats.append(memory_channel_statistics("order_events", self.order_events[1]))
+        stats.append(memory_channel_statistics("events", self.events[1]))
+        for name, (_, recv) in self.feedback.items():
+            stats.append(memory_channel_statistics(f"feedback:{name}", recv))
+        return stats
 
 
 class Application:
     """The running system: the root supervisor plus what the CLI needs to stop and report."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: Store | None = None,
+        metrics: Metrics | None = None,
+        strategy_factory: Callable[[str], Strategy] | None = None,
+        run_tag: str = "paper",
+        version: str = "0.1.0",
+    ) -> None:
         self.settings = settings
+        self.run_tag = run_tag
         self.exit_code = 0
+        self.metrics = metrics or Metrics()
+        self.metrics_port: int | None = None
         self.breaker = CircuitBreaker("trading", latching=True)
         self.actor_states: dict[str, str] = {}
+        self.feed_last_seen: dict[str, float] = {}
+        self.fills: list[Fill] = []  # every fill of this run, in order (reports and tests)
         self._finished = trio.Event()
-        self.root = Supervisor(
-            "root",
-            self._children(),
-            strategy=RestartStrategy.REST_FOR_ONE,
-            max_restarts=settings.max_restarts,
-            period=settings.restart_period,
-            backoff=Backoff(initial=0.5, maximum=30.0, jitter=0.1),
-            observer=self.observe,
-            on_give_up=self.on_give_up,
+        self._stop_requested = trio.Event()
+        self.store = store
+        self.pairs = load_pairs(self._needed_symbols())
+        quote = settings.quote_currency
+        cash = {quote: settings.cash}
+        self.run_id: str | None = None
+        latched: str | None = None
+        if store is not None:
+            restored = restore(store, mode=settings.mode, config=settings.public_dict(),
+                               version=version, cash=cash, pairs=self.pairs,
+                               reset_breaker=settings.reset_breaker)
+            self.portfolio = restored.portfolio
+            self.run_id = restored.run_id
+            latched = restored.breaker_reason
+        else:
+            self.portfolio = Portfolio(cash)
+        self.engine = RiskEngine(self._limits(), self.portfolio, self.pairs,
+                                 ClientOrderIds(self._id_prefix()))
+        self.broker = PaperBroker(self.pairs, self.portfolio.balances(),
+                                  latency=settings.paper_latency)
+        self._journal = StoreJournal(store) if store is not None else None
+        self._strategy_factory = strategy_factory or self._build_strategy
+        self.bridge = MetricsBridge(self.metrics, usd_rate=self.portfolio.usd_rate)
+
+        size = settings.channel_size
+        self.wiring = Wiring(
+            market=FanOut("market"),
+            signals=open_lossless_channel(size),
+            orders=open_lossless_channel(size),
+            order_events=open_lossless_channel(size),
+            events=open_lossless_channel(size * 16),
+        )
+        self.system = SystemEvents(self.wiring.events[0])
+        self.breaker.add_listener(self.bridge.breaker_changed)
+        self.breaker.add_listener(self._on_breaker)
+        if latched is not None:
+            log.critical("the trading breaker was latched before this start (%s): trading stays "
+                         "halted until --reset-breaker", latched)
+            self.breaker.restore(latched)
+        for name in settings.strategies:
+            self.wiring.feedback[name] = open_lossless_channel(size)
+        self.feed_names = ["replay"] if settings.replay else ["kraken"]
+        self.metrics.initialise(
+            actors=["recorder", "metrics", "console", "risk", "executor", "strategies", "feeds",
+                    *settings.strategies, *self.feed_names],
+            feeds={name: ["book", "ticker", "trade"] for name in self.feed_names},
+            symbols=list(self.pairs), strategies=[*settings.strategies, "risk"],
+            channels=[f"strategy:{n}" for n in settings.strategies] + [
+                "risk", "executor", "signals", "orders", "order_events", "events"],
+            order_statuses=ORDER_STATUSES, risk_reasons=RISK_REASONS,
+        )
+        self._ticks = 0
+        self.root = self._supervisor("root", self._children(), RestartStrategy.REST_FOR_ONE)
+
+    # ------------------------------------------------------------------ construction
+
+    def _needed_symbols(self) -> list[str]:
+        symbols = list(self.settings.pairs)
+        # Conversion pairs let the ledger value every currency in USD (e.g. USDT/USD).
+        return symbols
+
+    def _limits(self) -> RiskLimits:
+        s = self.settings
+        return RiskLimits(
+            max_position_usd=s.max_position_usd, max_total_exposure_usd=s.max_exposure_usd,
+            max_open_positions=s.max_open_positions, stop_loss_pct=s.stop_loss,
+            take_profit_pct=s.take_profit, daily_loss_limit_usd=s.daily_loss_limit_usd,
+            max_drawdown=s.max_drawdown,
         )
 
-    def _children(self) -> list[ChildSpec]:
+    def _id_prefix(self) -> str:
+        # Client order ids are unique across runs: the run tag is part of every id.
+        return self.run_tag
+
+    def _build_strategy(self, name: str) -> Strategy:
+        notional = str(self.settings.order_notional)
+        params = {name: {"notional": notional}}
+        try:
+            return build_strategies([name], params, self.pairs)[0]
+        except Exception:
+            return build_strategies([name], {}, self.pairs)[0]
+
+    def _supervisor(self, name: str, children: list[ChildSpec],
+                    strategy: RestartStrategy) -> Supervisor:
         s = self.settings
+        return Supervisor(name, children, strategy=strategy, max_restarts=s.max_restarts,
+                          period=s.restart_period,
+                          backoff=Backoff(initial=0.5, maximum=30.0, jitter=0.1),
+                          observer=self.observe, on_give_up=self.on_give_up)
 
-        def group(name: str, children: list[ChildSpec]) -> ChildSpec:
-            return ChildSpec(name, lambda: Supervisor(
-                name, children, strategy=RestartStrategy.ONE_FOR_ONE,
-                max_restarts=s.max_restarts, period=s.restart_period,
-                backoff=Backoff(initial=0.5, maximum=30.0, jitter=0.1),
-                observer=self.observe, on_give_up=self.on_give_up,
-            ))
+    def _children(self) -> list[ChildSpec]:
+        w = self.wiring
+        s = self.settings
+        risk_market = w.market.subscribe("risk", max_buffer_size=s.channel_size, key=market_key)
+        exec_market = w.market.subscribe("executor", max_buffer_size=s.channel_size,
+                                         key=market_key)
+        feedback_sends = {f"fb_{n}": send for n, (send, _) in w.feedback.items()}
 
-        return [group("strategies", []), group("feeds", [])]
+        def risk(signals: Any, market: Any, order_events: Any, orders: Any, events: Any,
+                 **feedback: Any) -> RiskActor:
+            return RiskActor(self.engine, self.breaker, signals=signals, market=market,
+                             order_events=order_events, orders=orders, events=events,
+                             feedback={k[3:]: v for k, v in feedback.items()},
+                             observer=self.bridge)
+
+        def executor(orders: Any, market: Any, order_events: Any, signals: Any, events: Any,
+                     **feedback: Any) -> ExecutorActor:
+            return ExecutorActor(self.broker, orders=orders, market=market,
+                                 order_events=order_events, signals=signals, events=events,
+                                 feedback={k[3:]: v for k, v in feedback.items()},
+                                 journal=self._journal, observer=_ExecutionTap(self.bridge,
+                                                                               self.fills),
+                                 pairs=self.pairs,
+                                 on_journal_error=self._on_journal_error)
+
+        children = []
+        if self.store is not None:
+            children.append(ChildSpec("recorder", self._recorder,
+                                      channels={"receive": w.events[1]}))
+        children += [
+            ChildSpec("metrics", self._monitor),
+            ChildSpec("console", lambda: ConsoleActor(self.status_line)),
+            ChildSpec("risk", risk, channels={
+                "signals": w.signals[1], "market": risk_market, "order_events": w.order_events[1],
+                "orders": w.orders[0], "events": w.events[0], **feedback_sends}),
+            ChildSpec("executor", executor, channels={
+                "orders": w.orders[1], "market": exec_market, "order_events": w.order_events[0],
+                "signals": w.signals[0], "events": w.events[0], **feedback_sends}),
+        ]
+        strategy_children = []
+        for name in s.strategies:
+            market = w.market.subscribe(f"strategy:{name}", max_buffer_size=s.channel_size,
+                                        key=market_key)
+
+            def make(market: Any, feedback: Any, signals: Any, _name: str = name
+                     ) -> StrategyActor:
+                return StrategyActor(self._strategy_factory(_name), market=market,
+                                     feedback=feedback, signals=signals,
+                                     on_signals=self.bridge.signals)
+
+            strategy_children.append(ChildSpec(name, make, channels={
+                "market": market, "feedback": w.feedback[name][1], "signals": w.signals[0]}))
+        children.append(ChildSpec("strategies", lambda: self._supervisor(
+            "strategies", strategy_children, RestartStrategy.ONE_FOR_ONE)))
+        feeds = [ChildSpec(self.feed_names[0], self._feed, channels={"out": w.market})]
+        children.append(ChildSpec("feeds", lambda: self._supervisor(
+            "feeds", feeds, RestartStrategy.ONE_FOR_ONE)))
+        return children
+
+    def _monitor(self) -> MonitorActor:
+        s = self.settings
+        return MonitorActor(self.bridge, self.health, host=s.metrics_host, port=s.metrics_port,
+                            channel_stats=self.wiring.statistics, engine=self.engine,
+                            on_bound=self._metrics_bound, on_tick=self._on_tick)
+
+    def _recorder(self, receive: trio.MemoryReceiveChannel[Any]) -> Recorder:
+        assert self.store is not None
+        metrics = self.metrics
+        recorder: Recorder
+
+        def observe_write(seconds: float, n: int) -> None:
+            metrics.db_write("batch", seconds, recorder.statistics().backlog)
+
+        recorder = Recorder(
+            self.store, receive,
+            on_backlog_full=lambda why: self.breaker.trip("recorder_backlog", latch=True),
+            on_write_error=self._on_db_error,
+            on_write_recovered=self._on_db_recovered,
+            observe_write=observe_write,
+            observe_backlog=metrics.db_write_backlog.set,
+        )
+        return recorder
+
+    def _on_db_error(self, detail: str) -> None:
+        self.metrics.db_write_failed()
+        log.error("DATABASE UNAVAILABLE (%s): halting trading until writes succeed again", detail)
+        self.breaker.trip("database_unavailable", latch=True)
+
+    def _on_db_recovered(self, detail: str) -> None:
+        log.warning("database writes succeed again (%s)", detail)
+        if self.breaker.reason == "database_unavailable":
+            self.breaker.reset("database recovered")
+
+    def _on_tick(self) -> None:
+        """Once a second (metrics sampler): an equity snapshot every 10 s."""
+        self._ticks += 1
+        if self.store is None or self._ticks % 10:
+            return
+        pf = self.portfolio
+        hwm = pf.high_water_usd
+        if hwm is None:
+            return
+        try:
+            self.wiring.events[0].send_nowait(EquitySnapshot(
+                equity=pf.equity_usd(), realized=pf.realized_pnl_usd(),
+                unrealized=pf.unrealized_pnl_usd(), drawdown=pf.drawdown(), high_water=hwm))
+        except trio.WouldBlock:
+            pass  # a snapshot is a sample; the next one comes in 10 s
+
+    def _metrics_bound(self, port: int) -> None:
+        self.metrics_port = port
+
+    def _feed(self, out: FanOut[MarketEvent]) -> FeedActor | ReplayFeed:
+        s = self.settings
+        if s.replay:
+            return ReplayFeed([s.replay], out=out, speed=s.speed,
+                              candle_loader=_candle_loader(), symbols=set(self.pairs),
+                              on_end=self._replay_finished)
+        subscriptions = [
+            Subscription(channel="book", symbols=tuple(self.pairs), depth=s.book_depth),
+            Subscription(channel="ticker", symbols=tuple(self.pairs)),
+            Subscription(channel="trade", symbols=tuple(self.pairs)),
+        ]
+        name = self.feed_names[0]
+
+        def session() -> KrakenWsSession:
+            return KrakenWsSession(
+                s.ws_url, subscriptions=subscriptions, stale_after=s.stale_after,
+                on_event=lambda kind, detail: self._feed_event(name, kind, detail))
+
+        return FeedActor(name, session, out=out, observer=self.bridge,
+                         last_seen=self.feed_last_seen)
+
+    # ------------------------------------------------------------------ hooks
+
+    def _feed_event(self, feed: str, kind: str, detail: str) -> None:
+        self.bridge.feed_event(feed, kind, detail)
+        if kind in ("reconnecting", "checksum_mismatch", "stale"):
+            self.system.emit(kind, f"feed:{feed}", detail)
+        level = logging.INFO if kind == "connected" else logging.WARNING
+        log.log(level, "feed %s: %s %s", feed, kind, detail)
 
     def observe(self, event: SupervisorEvent) -> None:
-        self.actor_states[event.child] = event.kind
+        self.actor_states[event.child] = {
+            "started": "running", "crashed": "crashed", "restarting": "restarting",
+            "stopped": "stopped", "exited": "stopped", "gave_up": "failed",
+        }.get(event.kind, event.kind)
+        self.bridge.supervisor_event(event)
+        if event.kind in ("restarting", "gave_up"):
+            self.system.emit("actor_" + event.kind, f"{event.supervisor}/{event.child}",
+                             f"{event.reason} (restart {event.restart_count})")
 
     def on_give_up(self, error: SupervisorGaveUp) -> None:
-        self.breaker.trip(f"restart_storm:{error.supervisor}")
+        self.breaker.trip(f"restart_storm:{error.supervisor}", latch=True)
+
+    def _on_journal_error(self, exc: BaseException) -> None:
+        self._on_db_error(f"write-ahead failed: {type(exc).__name__}")
+
+    def _on_breaker(self, name: str, old: BreakerState, new: BreakerState, reason: str) -> None:
+        if new is BreakerState.OPEN:
+            log.critical("CIRCUIT BREAKER TRIPPED (%s): trading halted, open orders cancelled",
+                         reason)
+            self.system.emit("breaker_trip", name, reason)
+            if self.store is not None and reason != "database_unavailable":
+                try:
+                    self.store.latch_breaker(reason)
+                except Exception as exc:  # the event above still reaches the recorder
+                    log.error("could not persist the breaker latch: %s", exc)
+        elif new is BreakerState.CLOSED:
+            self.system.emit("breaker_reset", name, reason)
+            if self.store is not None:
+                try:
+                    self.store.reset_breaker(reason=reason)
+                except Exception as exc:
+                    log.error("could not persist the breaker reset: %s", exc)
+
+    def _replay_finished(self, published: int) -> None:
+        if self.settings.exit_at_end:
+            self._stop_requested.set()
+
+    def status_line(self) -> str:
+        return status_line(self.portfolio, self.breaker,
+                           open_orders=len(self.broker.matcher.open_orders()),
+                           feed_ages=feed_ages(self.feed_last_seen, self.feed_names))
+
+    def summary(self) -> str:
+        return summary_table(self.portfolio)
+
+    def health(self) -> HealthReport:
+        state = self.breaker.state
+        return HealthReport(
+            actors=dict(self.actor_states), breaker_state=state.value,
+            breaker_reason=self.breaker.reason,
+            feed_ages_s=feed_ages(self.feed_last_seen, self.feed_names),
+            stale_after_s=self.settings.stale_after if not self.settings.replay else math.inf,
+            halted=state is BreakerState.OPEN,
+        )
+
+    # ------------------------------------------------------------------ running
 
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self._run_root)
+                task_status.started()
+                await self._stop_requested.wait()
+                await self._settle()
+                await self.root.shutdown()
+                nursery.cancel_scope.cancel()
+        finally:
+            if self.store is not None:
+                try:
+                    self.store.end_run()
+                except Exception as exc:
+                    log.error("could not stamp the end of the run: %s", exc)
+            self._finished.set()
+
+    async def _run_root(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
+                        ) -> None:
         try:
             await self.root.run(task_status=task_status)
         except SupervisorGaveUp:
             log.critical("the root supervisor gave up: stopping")
             self.exit_code = 1
-        finally:
-            self._finished.set()
+        self._stop_requested.set()
+
+    async def _settle(self) -> None:
+        """Let in-flight signals, orders and events drain before a planned stop (at most 2 s)."""
+        lossless = ("signals", "orders", "order_events")
+        with trio.move_on_after(2.0):
+            # Polling: channels have no "drained" event, and this runs once, at shutdown.
+            while any(s.depth for s in self.wiring.statistics()  # noqa: ASYNC110
+                      if s.name in lossless or s.name.startswith("feedback:")):
+                await trio.sleep(0.01)
+            await trio.sleep(0.05)
+
+    def request_stop(self) -> None:
+        self._stop_requested.set()
 
     async def shutdown(self) -> None:
         await self.root.shutdown()
@@ -87,6 +470,37 @@ class Application:
     async def wait_finished(self) -> None:
         await self._finished.wait()
 
+    def book_of(self, symbol: str) -> BookEvent | None:
+        return self.broker._books.get(symbol)
 
-def build_application(settings: Settings) -> Application:
-    return Application(settings)
+
+class _ExecutionTap:
+    """Forwards execution events to the metrics and keeps this run's fills."""
+
+    def __init__(self, bridge: MetricsBridge, fills: list[Fill]) -> None:
+        self._bridge = bridge
+        self._fills = fills
+
+    def order_submitted(self, order: OrderRequest, tick_to_order: float) -> None:
+        self._bridge.order_submitted(order, tick_to_order)
+
+    def order_event(self, strategy: str, event: OrderEvent) -> None:
+        self._bridge.order_event(strategy, event)
+        if isinstance(event, Fill):
+            self._fills.append(event)
+
+
+def _candle_loader() -> Callable[[Path], Any] | None:
+    try:
+        from protocol.candles import load_candles  # type: ignore[attr-defined]
+    except ImportError:  # pragma: no cover - present once the backtest data layer lands
+        return None
+    loader: Callable[[Path], Any] = load_candles
+    return loader
+
+
+def build_application(settings: Settings, *, run_tag: str = "paper") -> Application:
+    return Application(settings, store=Store(settings.db), run_tag=run_tag)
+
+
+__all__ = ["Application", "build_application", "load_pairs", "market_key"]

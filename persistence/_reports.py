@@ -13,10 +13,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from protocol.messages import Side, SystemEvent
+from protocol.messages import Fill, Liquidity, Side, SystemEvent
 
 from ._ledger import ZERO, Ledger
-from ._models import EquitySnapshotRow, FillRow, Run, SystemEventRow
+from ._models import Balance, EquitySnapshotRow, FillRow, Run, SystemEventRow
 from ._records import EquityPoint, StrategyPnl, TradeRow
 
 
@@ -30,6 +30,41 @@ class StoreReports:
         if run_id:
             return run_id
         return conn.execute(select(Run.id).order_by(Run.seq.desc()).limit(1)).scalar()
+
+    def account_history(
+        self, run_id: str | None = None
+    ) -> tuple[dict[str, Decimal], list[Fill]]:
+        """The account's starting balances and every committed fill since, in commit order.
+
+        Follows ``resumed_from`` from ``run_id`` (default: the latest run) back to the first run
+        of the chain, so a restarted process can rebuild its ledger exactly (FIFO lots and
+        per-strategy P&L included) by replaying the fills over the first run's balances: the
+        recovered state *is* the recomputation from committed fills.
+        """
+        with self._tx("account_history") as conn:
+            run = self._resolve_run(conn, run_id)
+            chain: list[str] = []
+            while run is not None:
+                chain.append(run)
+                run = conn.execute(select(Run.resumed_from).where(Run.id == run)).scalar()
+            if not chain:
+                return {}, []
+            initial = {
+                b.currency: b.amount
+                for b in conn.execute(
+                    select(Balance).where(Balance.run_id == chain[-1], Balance.kind == "initial")
+                )
+            }
+            rows = list(conn.execute(
+                select(FillRow).where(FillRow.run_id.in_(chain)).order_by(FillRow.id)))
+        fills = [
+            Fill(fill_id=f.fill_id, client_order_id=f.client_order_id, strategy=f.strategy,
+                 symbol=f.symbol, side=Side(f.side), price=f.price, qty=f.qty, fee=f.fee,
+                 fee_currency=f.fee_currency, liquidity=Liquidity(f.liquidity),
+                 ts_event_ns=int(f.ts.timestamp() * 1_000_000) * 1000)
+            for f in rows
+        ]
+        return initial, fills
 
     def trades(self, *, run_id: str | None = None, strategy: str | None = None) -> list[TradeRow]:
         """Fills of ``run_id`` (default: latest run) in commit order, with realized P&L."""

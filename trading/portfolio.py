@@ -511,6 +511,11 @@ class Portfolio:
         r = self.usd_rate(quote)
         return None if r is None else abs(qty) * price * r
 
+    def carry_high_water(self, value: Decimal | None) -> None:
+        """Keep a high-water mark from before a restart (drawdown survives restarts)."""
+        if value is not None and (self._hwm is None or value > self._hwm):
+            self._hwm = value
+
     @property
     def high_water_usd(self) -> Decimal | None:
         return self._hwm

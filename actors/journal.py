@@ -1,0 +1,113 @@
+"""Glue between the actors and the store: write-ahead journal, start-up recovery, system events.
+
+Recovery is crash-only (the start-up path *is* the recovery path): the ledger is rebuilt by
+replaying every committed fill over the account's first balances (``Store.account_history``),
+so what a restarted process believes is exactly the recomputation from committed fills. Orders
+that were open at the paper exchange when the process died are gone with it (the simulated
+exchange lived in that process); they are marked cancelled with that reason, so no order that
+was sent is unknown after a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import trio
+
+from persistence import Store
+from protocol.instruments import PairInfo
+from protocol.messages import OrderCancelled, OrderRequest, SystemEvent
+from trading import Portfolio
+
+log = logging.getLogger(__name__)
+
+
+class StoreJournal:
+    """Write-ahead: the order row is committed before the order goes to the broker."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def record_ahead(self, order: OrderRequest) -> None:
+        await trio.to_thread.run_sync(self._store.record_order_ahead, order)
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    portfolio: Portfolio
+    run_id: str
+    resumed_from: str | None
+    breaker_reason: str | None  # a latched breaker to restore, or None
+    cancelled_orders: tuple[str, ...]
+
+
+def restore(store: Store, *, mode: str, config: Mapping[str, Any], version: str,
+            cash: Mapping[str, Decimal], pairs: Mapping[str, PairInfo],
+            reset_breaker: bool) -> Restored:
+    """Recover the account from the store and open this process's run."""
+    state = store.recover()
+    if state.run_id is None:
+        portfolio = Portfolio(dict(cash))
+        run_id = store.start_run(mode=mode, config=config, version=version,
+                                 initial_balances=cash)
+        cancelled: tuple[str, ...] = ()
+    else:
+        initial, fills = store.account_history(state.run_id)
+        portfolio = Portfolio(initial)
+        for fill in fills:
+            pair = pairs.get(fill.symbol)
+            if pair is None:
+                raise ValueError(f"the database holds fills of {fill.symbol}, which is not a "
+                                 "configured pair: add it to --pairs")
+            portfolio.apply_fill(fill, pair)
+        portfolio.carry_high_water(state.high_water)
+        if portfolio.balances() != dict(state.balances):
+            log.warning("recovery: replayed balances %s differ from the store's %s; trusting "
+                        "the replay of committed fills", portfolio.balances(),
+                        dict(state.balances))
+        run_id = store.start_run(mode=mode, config=config, version=version, resume=state)
+        cancelled = tuple(o.client_order_id for o in state.open_orders)
+        if cancelled:
+            store.write_batch([OrderCancelled(client_order_id=cid,
+                                              reason="paper exchange restarted")
+                               for cid in cancelled])
+        log.info("recovered from run %s: %d fills replayed, balances %s, %d open position(s), "
+                 "%d open order(s) marked cancelled, high-water %s%s", state.run_id, len(fills),
+                 {k: str(v) for k, v in portfolio.balances().items()},
+                 portfolio.open_position_count(), len(cancelled), state.high_water,
+                 f", breaker latched ({state.breaker_reason})" if state.breaker_latched else "")
+    breaker_reason: str | None = None
+    if state.breaker_latched:
+        if reset_breaker:
+            store.reset_breaker(reason="--reset-breaker at start-up")
+            log.warning("latched breaker (%s) reset by --reset-breaker", state.breaker_reason)
+        else:
+            breaker_reason = state.breaker_reason or "latched before restart"
+    return Restored(portfolio, run_id, state.run_id, breaker_reason, cancelled)
+
+
+class SystemEvents:
+    """Sync hooks (supervisor, breaker, feeds) hand system events to the recorder's channel.
+
+    System events are rare, so the channel always has room in practice; if it is ever full the
+    event is logged (never silently dropped) rather than blocking a sync hook.
+    """
+
+    def __init__(self, send: trio.MemorySendChannel[Any]) -> None:
+        self._send = send
+        self.overflowed = 0
+
+    def emit(self, kind: str, source: str, detail: str = "") -> None:
+        event = SystemEvent(kind=kind, source=source, detail=detail, ts=trio.current_time())
+        try:
+            self._send.send_nowait(event)
+        except trio.WouldBlock:
+            self.overflowed += 1
+            log.error("system event not persisted (recorder channel full): %s %s %s",
+                      kind, source, detail)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            log.info("system event after shutdown: %s %s %s", kind, source, detail)
