@@ -19,6 +19,7 @@ incarnation fresh clones.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import math
@@ -124,7 +125,9 @@ class Application:
         strategy_factory: Callable[[str], Strategy] | None = None,
         run_tag: str = "paper",
         version: str = "0.1.0",
+        backoff: Backoff | None = None,
     ) -> None:
+        self._backoff = backoff or Backoff(initial=0.5, maximum=30.0, jitter=0.1)
         self.settings = settings
         self.run_tag = run_tag
         self.exit_code = 0
@@ -221,8 +224,7 @@ class Application:
                     strategy: RestartStrategy) -> Supervisor:
         s = self.settings
         return Supervisor(name, children, strategy=strategy, max_restarts=s.max_restarts,
-                          period=s.restart_period,
-                          backoff=Backoff(initial=0.5, maximum=30.0, jitter=0.1),
+                          period=s.restart_period, backoff=self._backoff,
                           observer=self.observe, on_give_up=self.on_give_up)
 
     def _children(self) -> list[ChildSpec]:
@@ -491,11 +493,12 @@ class _ExecutionTap:
 
 
 def _candle_loader() -> Callable[[Path], Any] | None:
+    """The candle-file parser of ``protocol.candles``, when that module provides one."""
     try:
-        from protocol.candles import load_candles  # type: ignore[attr-defined]
+        module = importlib.import_module("protocol.candles")
     except ImportError:  # pragma: no cover - present once the backtest data layer lands
         return None
-    loader: Callable[[Path], Any] = load_candles
+    loader: Callable[[Path], Any] | None = getattr(module, "load_candles", None)
     return loader
 
 

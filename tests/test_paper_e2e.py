@@ -40,8 +40,10 @@ def book_frame(symbol: str, mid: Decimal) -> str:
     bids = [BookLevel(mid - tick * (i + 1), qty) for i in range(5)]
     asks = [BookLevel(mid + tick * (i + 1), qty) for i in range(5)]
     checksum = checksum_v2(asks, bids, price_precision=pp, qty_precision=qp)
-    side = lambda levels: ",".join(  # noqa: E731
-        f'{{"price":{num(lv.price)},"qty":{num(lv.qty)}}}' for lv in levels)
+
+    def side(levels: list[BookLevel]) -> str:
+        return ",".join(f'{{"price":{num(lv.price)},"qty":{num(lv.qty)}}}' for lv in levels)
+
     return (f'{{"channel":"book","type":"snapshot","data":[{{"symbol":"{symbol}",'
             f'"bids":[{side(bids)}],"asks":[{side(asks)}],"checksum":{checksum},'
             f'"timestamp":"2024-01-02T00:00:00.000000Z"}}]}}')
