@@ -46,6 +46,8 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
+    # Alembic narrates every plugin it loads at INFO; only its warnings matter to an operator.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
 
 
 async def run_until_signalled(settings: Settings) -> int:

@@ -19,7 +19,6 @@ incarnation fresh clones.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import math
@@ -57,7 +56,7 @@ from .feed import FeedActor
 from .journal import StoreJournal, SystemEvents, restore
 from .monitor import MetricsBridge, MonitorActor, feed_ages
 from .recorder import Recorder
-from .replay import ReplayFeed
+from .replay import ReplayFeed, load_candle_file
 from .risk import Feedback, OrderCommand, RiskActor
 from .strategy import StrategyActor
 
@@ -343,7 +342,7 @@ class Application:
         s = self.settings
         if s.replay:
             return ReplayFeed([s.replay], out=out, speed=s.speed,
-                              candle_loader=_candle_loader(), symbols=set(self.pairs),
+                              candle_loader=load_candle_file, symbols=set(self.pairs),
                               on_end=self._replay_finished)
         subscriptions = [
             Subscription(channel="book", symbols=tuple(self.pairs), depth=s.book_depth),
@@ -364,10 +363,9 @@ class Application:
 
     def _feed_event(self, feed: str, kind: str, detail: str) -> None:
         self.bridge.feed_event(feed, kind, detail)
+        # The session logs these itself; here they become metrics and persisted events.
         if kind in ("reconnecting", "checksum_mismatch", "stale"):
             self.system.emit(kind, f"feed:{feed}", detail)
-        level = logging.INFO if kind == "connected" else logging.WARNING
-        log.log(level, "feed %s: %s %s", feed, kind, detail)
 
     def observe(self, event: SupervisorEvent) -> None:
         self.actor_states[event.child] = {
@@ -490,16 +488,6 @@ class _ExecutionTap:
         self._bridge.order_event(strategy, event)
         if isinstance(event, Fill):
             self._fills.append(event)
-
-
-def _candle_loader() -> Callable[[Path], Any] | None:
-    """The candle-file parser of ``protocol.candles``, when that module provides one."""
-    try:
-        module = importlib.import_module("protocol.candles")
-    except ImportError:  # pragma: no cover - present once the backtest data layer lands
-        return None
-    loader: Callable[[Path], Any] | None = getattr(module, "load_candles", None)
-    return loader
 
 
 def build_application(settings: Settings, *, run_tag: str = "paper") -> Application:

@@ -112,6 +112,17 @@ def test_run_command_starts_and_stops_cleanly_on_signal(signum: int,
             if "actor tree is up" in line or time.monotonic() > deadline:
                 break
         assert any("actor tree is up" in line for line in seen), "".join(seen)
+        # No exchange there: the feed keeps retrying with growing delays and nothing crashes.
+        retries = []
+        for line in proc.stderr:
+            seen.append(line)
+            if "reconnecting in" in line:
+                retries.append(float(line.rsplit("reconnecting in ", 1)[1].rstrip("s\n")))
+            if len(retries) >= 3 or time.monotonic() > deadline:
+                break
+        assert len(retries) >= 3, "".join(seen)
+        assert retries[2] > retries[0]
+        assert proc.poll() is None
         proc.send_signal(signum)
         try:
             code = proc.wait(timeout=5)
