@@ -151,6 +151,22 @@ def synthetic_book(candle: CandleEvent, *, spread_bps: Decimal, depth_levels: in
 CandleLoader = Callable[[Path], Iterable[CandleEvent]]
 
 
+def load_candle_file(path: Path) -> tuple[CandleEvent, ...]:
+    """Parse a candle CSV whose name tells its symbol (``binance_BTC_USDT_1m_...csv``,
+    ``kraken_XBTUSD_60.csv``); gaps and duplicates are logged, never filled."""
+    from protocol.candles import parse_candles, symbol_from_name
+
+    named = symbol_from_name(str(path))
+    if named is None:
+        raise ReplayError(f"{path}: cannot tell the symbol from the file name")
+    symbol, interval = named
+    with path.open("r", encoding="utf-8") as handle:
+        series = parse_candles(handle, path=str(path), symbol=symbol, interval_s=interval)
+    for warning in series.warnings:
+        log.warning("replay input: %s", warning)
+    return series.candles
+
+
 def merge(streams: Iterable[Iterator[Timed]]) -> Iterator[Timed]:
     """Merge timed streams by (time, stream index, sequence): one deterministic order."""
     keyed = (
