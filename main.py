@@ -93,13 +93,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         from persistence.cli import db_command
 
         return int(db_command(args[1:]))
+    from backtest.cli import add_arguments, run_backtest
+
     try:
-        settings = load_settings(args)
+        settings = load_settings(args, extend=add_arguments)
     except ConfigError as exc:
         print(f"main.py: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(settings)
-    if settings.mode in ("live", "check", "backtest"):
+    if settings.mode == "backtest":
+        return run_backtest(settings)
+    if settings.mode in ("live", "check"):
         print(f"main.py: --mode {settings.mode} is not available in this version yet "
               "(its actors are not built); use --mode paper", file=sys.stderr)
         return EXIT_UNSUPPORTED

@@ -38,7 +38,7 @@ from protocol.kraken._pairs import PairRegistry
 from protocol.messages import BookEvent, Fill, MarketEvent, OrderEvent, OrderRequest, Signal
 from trading import ClientOrderIds, Portfolio, RiskEngine, RiskLimits
 from trading.risk import RISK_REASONS
-from trading.strategies import Strategy, build_strategies
+from trading.strategies import STABLECOINS, Strategy, build_strategies, standard_params
 
 from ._breaker import BreakerState, CircuitBreaker
 from ._channels import ChannelStatistics, FanOut, memory_channel_statistics, open_lossless_channel
@@ -212,12 +212,13 @@ class Application:
         return self.run_tag
 
     def _build_strategy(self, name: str) -> Strategy:
-        notional = str(self.settings.order_notional)
-        params = {name: {"notional": notional}}
-        try:
-            return build_strategies([name], params, self.pairs)[0]
-        except Exception:
-            return build_strategies([name], {}, self.pairs)[0]
+        s = self.settings
+        acct = s.quote_currency
+        # Stablecoin quotes count 1:1 against a USD account (BTC/USDT next to BTC/USD).
+        pegs = tuple(dict.fromkeys(p.quote for p in self.pairs.values()
+                                   if acct == "USD" and p.quote in STABLECOINS))
+        params = standard_params([name], {}, acct, pegs, s.order_notional)
+        return build_strategies([name], params, self.pairs)[0]
 
     def _supervisor(self, name: str, children: list[ChildSpec],
                     strategy: RestartStrategy) -> Supervisor:

@@ -13,7 +13,9 @@ from ._base import StrategyConfigError as StrategyConfigError
 from ._base import event_price as event_price
 from ._base import size_order as size_order
 from ._registry import REGISTRY as REGISTRY
+from ._registry import STABLECOINS as STABLECOINS
 from ._registry import build_strategies as build_strategies
+from ._registry import standard_params as standard_params
 from .arbitrage import Arbitrage as Arbitrage
 from .arbitrage import ArbitrageConfig as ArbitrageConfig
 from .arbitrage import Cycle as Cycle

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 from protocol.instruments import PairInfo
@@ -13,7 +15,7 @@ from .mean_reversion import MeanReversion, MeanReversionConfig
 from .momentum import Momentum, MomentumConfig
 from .sma_cross import SmaCross, SmaCrossConfig
 
-__all__ = ["REGISTRY", "build_strategies"]
+__all__ = ["REGISTRY", "STABLECOINS", "build_strategies", "standard_params"]
 
 # name -> (config class, constructor(config, pairs, name=...)). A plain dict passed around
 # explicitly, not a process-global registry that modules mutate on import (MODELS.md: avoid
@@ -66,4 +68,38 @@ def build_strategies(
         config_cls, ctor = REGISTRY[name]
         config = parse_config(config_cls, name, params.get(name, {}))
         out.append(ctor(config, pairs, name=name))
+    return out
+
+
+STABLECOINS = ("USDT", "USDC", "DAI")
+"""Quote currencies treated as pegged 1:1 to the accounting currency when asked to."""
+
+
+def standard_params(
+    names: Sequence[str],
+    user: Mapping[str, Mapping[str, str]],
+    accounting_currency: str,
+    pegs: Sequence[str],
+    notional: Decimal,
+) -> dict[str, dict[str, str]]:
+    """Parameters every run gives its strategies unless the user set them.
+
+    Each strategy that has them gets ``notional`` (order size) in ``accounting_currency``, and
+    the stablecoin ``pegs`` (arbitrage as ``USDT=<accounting>`` entries, the others as a list),
+    so paper mode and backtests size orders the same way.
+    """
+    out: dict[str, dict[str, str]] = {}
+    for name in names:
+        given = dict(user.get(name, {}))
+        fields = {f.name for f in dataclasses.fields(REGISTRY[name][0])}
+        if "notional_currency" in fields:
+            given.setdefault("notional_currency", accounting_currency)
+        if "notional" in fields:
+            given.setdefault("notional", str(notional))
+        if "pegs" in fields and pegs:
+            if name == "arbitrage":
+                given.setdefault("pegs", ",".join(f"{p}={accounting_currency}" for p in pegs))
+            else:
+                given.setdefault("pegs", ",".join(pegs))
+        out[name] = given
     return out

@@ -1,0 +1,396 @@
+"""The fast backtest path: one synchronous loop over merged candles, calling ``trading/`` directly.
+
+No trio, no channels: the loop calls the same strategy, risk (:class:`~trading.RiskEngine`),
+fill model (:class:`~trading.PaperMatcher`) and ledger (:class:`~trading.Portfolio`) code as
+paper and live trading, in this order for every candle (candles are merged by (open time,
+input order), so the candles of one minute are processed file by file):
+
+1. **Orders waiting for this symbol's next open** execute now: market orders against a
+   synthetic one-level book at ``open * (1 + slippage)`` (buys) or ``open * (1 - slippage)``
+   (sells), with unlimited depth and the pair's **taker** fee; the fill time is this candle's
+   open time. A decision taken on a closed candle therefore fills at the *next* candle's open.
+2. **Resting limit orders** fill (whole remainder, at the limit, **maker** fee) when this
+   candle's range goes strictly beyond the limit (low < buy limit, high > sell limit):
+   ``PaperMatcher.on_candle``.
+3. **Stop-loss / take-profit** (risk on): when the symbol has a position and the candle's range
+   reaches a level (``avg entry * (1 -/+ stop_loss/take_profit)``), the risk engine is shown
+   the candle's *adverse* extreme first (low for a long, high for a short), then the favourable
+   one, as trade prints; so when both levels are touched in one candle the **stop-loss wins**
+   (the conservative rule). Then the candle close is the mark. The exit is a market order that
+   fills at the next open, like any other decision on a closed candle.
+4. **Strategies** see the candle; their signals go through ``RiskEngine.evaluate`` (or straight
+   to orders with ``--no-risk-limits``) and wait for the symbol's next open.
+5. **Book-driven strategies** (arbitrage) see a synthetic ``BookEvent`` built around the close:
+   bid/ask at ``close * (1 -/+ spread_bps / 2 / 10_000)``, depth = the candle's volume, marked
+   ``synthetic=True``. Their signals execute *immediately* against the latest synthetic books
+   of their symbols, leg after leg (as the paper broker walks a book), and a group with a
+   failed leg is unwound with :func:`~trading.strategies.plan_unwind`.
+
+Orders still waiting when the data ends never fill (a warning says so). The risk halt check
+(daily loss, drawdown) runs at every equity sample; a trip latches the breaker for the rest of
+the run (a risk trip needs a person to reset it). Equity is sampled every
+``equity_interval_s`` at the marks of the candles before the sample time.
+
+Determinism: no wall clock, no set iteration, ids from counters; the same inputs give the same
+fills, so the same trade log bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+
+from protocol.instruments import PairInfo
+from protocol.messages import (
+    BookEvent,
+    BookLevel,
+    CandleEvent,
+    Fill,
+    OrderCancelled,
+    OrderRejected,
+    OrderRequest,
+    OrderType,
+    RiskRejection,
+    Side,
+    Signal,
+    TradeEvent,
+)
+from trading import ClientOrderIds, PaperMatcher, Portfolio, RiskEngine, RiskLimits
+from trading.strategies import Arbitrage, Strategy, plan_unwind
+
+from ._result import EquityPoint
+
+__all__ = ["EngineOutput", "FastEngine"]
+
+_NS = 1_000_000_000
+_ZERO = Decimal(0)
+_ONE = Decimal(1)
+_BPS = Decimal(10_000)
+_DEPTH = Decimal("1e18")  # "unlimited" depth of the next-open book (no volume cap)
+
+
+class EngineOutput:
+    """What the loop produced, before trades and reports are derived."""
+
+    __slots__ = ("benchmark", "candles", "equity", "fills", "last_candles", "order_rejections",
+                 "risk_rejections", "warnings")
+
+    def __init__(self) -> None:
+        self.fills: list[Fill] = []
+        self.equity: list[EquityPoint] = []
+        self.benchmark: list[EquityPoint] = []
+        self.warnings: list[str] = []
+        self.risk_rejections: dict[str, int] = {}
+        self.order_rejections: dict[str, int] = {}
+        self.last_candles: dict[str, CandleEvent] = {}
+        self.candles = 0
+
+
+class FastEngine:
+    """One backtest run over preloaded candles; see the module docstring for the rules.
+
+    Args:
+        strategies: the strategies, in call order.
+        pairs: pair metadata by symbol.
+        portfolio: the ledger, holding the initial balances.
+        risk_limits: the limits, or None to bypass the risk engine (``--no-risk-limits``).
+        slippage_bps: slippage applied to next-open fills.
+        spread_bps: full spread of the synthetic books for book-driven strategies.
+        equity_interval_s: equity sampling period.
+        benchmark_units: base units per symbol held by the buy-and-hold benchmark.
+        benchmark_cash: cash the benchmark keeps (not invested).
+    """
+
+    def __init__(
+        self,
+        strategies: Sequence[Strategy],
+        pairs: Mapping[str, PairInfo],
+        portfolio: Portfolio,
+        *,
+        risk_limits: RiskLimits | None,
+        slippage_bps: Decimal = _ZERO,
+        spread_bps: Decimal = Decimal(2),
+        equity_interval_s: int = 3600,
+        benchmark_units: Mapping[str, Decimal] | None = None,
+        benchmark_cash: Decimal = _ZERO,
+    ) -> None:
+        self._pairs = dict(pairs)
+        self._pf = portfolio
+        self._ids = ClientOrderIds("bt")
+        self._matcher = PaperMatcher(pairs, fill_id_prefix="bt")
+        self._risk = (RiskEngine(risk_limits, portfolio, pairs, self._ids)
+                      if risk_limits is not None else None)
+        self._limits = risk_limits
+        self._by_name: dict[str, Strategy] = {s.name: s for s in strategies}
+        self._candle_strats = [s for s in strategies if not isinstance(s, Arbitrage)]
+        self._book_strats = [s for s in strategies if isinstance(s, Arbitrage)]
+        slip = slippage_bps / _BPS
+        self._buy_mult = _ONE + slip
+        self._sell_mult = _ONE - slip
+        self._slip = bool(slip)
+        half = spread_bps / 2 / _BPS
+        self._bid_mult = _ONE - half
+        self._ask_mult = _ONE + half
+        self._interval_ns = equity_interval_s * _NS
+        self._bench_units = dict(benchmark_units or {})
+        self._bench_cash = benchmark_cash
+        self._pending: dict[str, list[OrderRequest]] = {}
+        self._books: dict[str, BookEvent] = {}
+        self._resting = False
+        self._breaker: str | None = None
+        self._first_open: dict[str, Decimal] = {}
+        self.out = EngineOutput()
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self, candles: Sequence[CandleEvent]) -> EngineOutput:
+        """Process time-ordered ``candles`` (ties in input order) and return the output."""
+        out = self.out
+        if not candles:
+            return out
+        last = out.last_candles
+        step = self._interval_ns
+        first_ts = candles[0].ts_event_ns
+        self._sample(first_ts)
+        next_sample = first_ts - first_ts % step + step
+        pending = self._pending
+        risk = self._risk
+        candle_calls = [s.on_market for s in self._candle_strats]
+        books = bool(self._book_strats)
+        on_signals = self._on_signals
+        for c in candles:
+            ts = c.ts_event_ns
+            if ts >= next_sample:
+                self._sample(ts - ts % step)
+                next_sample = ts - ts % step + step
+            sym = c.symbol
+            if pending and sym in pending:
+                self._execute_at_open(c, pending.pop(sym))
+            if self._resting:
+                self._on_resting(c)
+            last[sym] = c
+            if risk is not None:
+                self._risk_candle(risk, c)
+            for call in candle_calls:
+                sigs = call(c)
+                if sigs:
+                    on_signals(sigs, c)
+            if books:
+                self._on_book(c)
+        out.candles = len(candles)
+        end = candles[-1].ts_event_ns + candles[-1].interval_s * _NS
+        for sym, orders in pending.items():
+            out.warnings.append(f"{len(orders)} order(s) on {sym} decided on the last candle "
+                                "never filled (no next candle)")
+        self._sample(end)
+        return out
+
+    # ------------------------------------------------------------------ sampling
+
+    def _mark_all(self) -> None:
+        pf = self._pf
+        for sym, c in self.out.last_candles.items():
+            if pf.mark_price(sym) != c.close:
+                pf.mark(sym, c.close)
+
+    def _sample(self, ts: int) -> None:
+        self._mark_all()
+        out = self.out
+        out.equity.append(EquityPoint(ts, self._pf.equity_usd()))
+        value = self._bench_cash
+        for sym, units in self._bench_units.items():
+            c = out.last_candles.get(sym)
+            value += units * (c.close if c is not None else _ZERO)
+        if not out.last_candles:  # the first sample: the cash before anything was bought
+            value = self._bench_cash + sum(
+                (u * self._first_open.get(s, _ZERO) for s, u in self._bench_units.items()),
+                _ZERO)
+        out.benchmark.append(EquityPoint(ts, value))
+        if self._risk is not None and self._breaker is None:
+            reason = self._risk.check_halt(utc_day=ts // (86400 * _NS))
+            if reason is not None:
+                self._breaker = reason
+                out.warnings.append(f"circuit breaker tripped ({reason}) at sample {ts}: no new "
+                                    "orders for the rest of the run")
+                self._apply_events(self._matcher.cancel_all(now=ts / _NS, reason=reason))
+
+    def set_first_opens(self, opens: Mapping[str, Decimal]) -> None:
+        """The first open of each symbol (the benchmark's value before the first close)."""
+        self._first_open = dict(opens)
+
+    # ------------------------------------------------------------------ risk
+
+    def _risk_candle(self, risk: RiskEngine, c: CandleEvent) -> None:
+        pf = self._pf
+        sym = c.symbol
+        pos = pf.position_qty(sym)
+        if pos:
+            avg = pf.avg_entry(sym)
+            lim = self._limits
+            if avg is not None and lim is not None:
+                lo, hi = c.low, c.high
+                if pos > 0:
+                    hit = lo <= avg * (_ONE - lim.stop_loss_pct) or hi >= avg * (
+                        _ONE + lim.take_profit_pct)
+                    order = (lo, hi)
+                else:
+                    hit = hi >= avg * (_ONE + lim.stop_loss_pct) or lo <= avg * (
+                        _ONE - lim.take_profit_pct)
+                    order = (hi, lo)
+                if hit:
+                    for price in order:
+                        sigs = risk.on_market(TradeEvent(symbol=sym, side=Side.BUY, price=price,
+                                                         qty=_ZERO, ts_event_ns=c.ts_event_ns))
+                        if sigs:
+                            self._on_signals(sigs, c)
+        sigs = risk.on_market(c)
+        if sigs:
+            self._on_signals(sigs, c)
+
+    def _approve(self, group: Sequence[Signal], now: float) -> list[OrderRequest] | None:
+        risk = self._risk
+        if risk is None:
+            if self._breaker is not None:
+                return None
+            return [OrderRequest(
+                client_order_id=self._ids.next(), strategy=s.strategy, symbol=s.symbol,
+                side=s.side, qty=s.qty, order_type=s.order_type, limit_price=s.limit_price,
+                ts_recv=s.ts_recv, group_id=s.group_id, group_size=s.group_size,
+                reduce_only=s.reduce_only) for s in group]
+        res = risk.evaluate(group, now=now, breaker_open=self._breaker is not None)
+        if isinstance(res, RiskRejection):
+            rej = self.out.risk_rejections
+            rej[res.reason] = rej.get(res.reason, 0) + 1
+            for s in group:
+                strat = self._by_name.get(s.strategy)
+                if strat is not None:
+                    strat.on_order_closed(f"risk-rejected:{res.reason}", _ZERO)
+            return None
+        return res
+
+    @staticmethod
+    def _groups(sigs: Sequence[Signal]) -> list[list[Signal]]:
+        if len(sigs) == 1:
+            return [list(sigs)]
+        groups: dict[object, list[Signal]] = {}
+        for i, s in enumerate(sigs):
+            groups.setdefault(s.group_id if s.group_id is not None else i, []).append(s)
+        return list(groups.values())
+
+    # ------------------------------------------------------------------ candle-driven orders
+
+    def _on_signals(self, sigs: Sequence[Signal], c: CandleEvent) -> None:
+        now = c.ts_event_ns / _NS
+        for group in self._groups(sigs):
+            orders = self._approve(group, now)
+            if orders:
+                for o in orders:
+                    self._pending.setdefault(o.symbol, []).append(o)
+
+    def _execute_at_open(self, c: CandleEvent, orders: list[OrderRequest]) -> None:
+        o = c.open
+        if self._slip:
+            ask, bid = o * self._buy_mult, o * self._sell_mult
+        else:
+            ask = bid = o
+        book = BookEvent(symbol=c.symbol, bids=(BookLevel(bid, _DEPTH),),
+                         asks=(BookLevel(ask, _DEPTH),), ts_event_ns=c.ts_event_ns,
+                         synthetic=True)
+        now = c.ts_event_ns / _NS
+        for order in orders:
+            self._submit(order, book, now)
+
+    def _submit(self, order: OrderRequest, book: BookEvent | None, now: float) -> list[Fill]:
+        if self._breaker is not None and not order.reduce_only:
+            self._apply_events([OrderRejected(client_order_id=order.client_order_id,
+                                              strategy=order.strategy, symbol=order.symbol,
+                                              reason="breaker_open", ts=now)])
+            return []
+        events = self._matcher.submit(order, book, available=self._pf.balance, now=now)
+        fills = self._apply_events(events)
+        if order.order_type is OrderType.LIMIT:
+            self._resting = bool(self._matcher.open_orders())
+        return fills
+
+    def _apply_events(self, events: Sequence[object]) -> list[Fill]:
+        fills: list[Fill] = []
+        risk = self._risk
+        filled: dict[str, Decimal] = {}
+        for ev in events:
+            if isinstance(ev, Fill):
+                fills.append(ev)
+                self.out.fills.append(ev)
+                filled[ev.client_order_id] = filled.get(ev.client_order_id, _ZERO) + ev.qty
+                if risk is not None:
+                    risk.on_fill(ev)
+                else:
+                    self._pf.apply_fill(ev, self._pairs[ev.symbol])
+                strat = self._by_name.get(ev.strategy)
+                if strat is not None:
+                    strat.on_fill(ev)
+            elif isinstance(ev, OrderRejected | OrderCancelled):
+                if isinstance(ev, OrderRejected):
+                    rej = self.out.order_rejections
+                    rej[ev.reason] = rej.get(ev.reason, 0) + 1
+                if risk is not None:
+                    risk.on_order_event(ev)
+                name = ev.strategy if isinstance(ev, OrderRejected) else self._owner(ev)
+                strat = self._by_name.get(name)
+                if strat is not None:
+                    strat.on_order_closed(ev.client_order_id,
+                                          filled.get(ev.client_order_id, _ZERO))
+        return fills
+
+    def _owner(self, ev: OrderCancelled) -> str:
+        for f in reversed(self.out.fills):
+            if f.client_order_id == ev.client_order_id:
+                return f.strategy
+        for oo in self._matcher.open_orders():
+            if oo.order.client_order_id == ev.client_order_id:
+                return oo.order.strategy
+        return ""
+
+    def _on_resting(self, c: CandleEvent) -> None:
+        fills = self._matcher.on_candle(c, now=c.ts_event_ns / _NS)
+        if fills:
+            self._apply_events(fills)
+            self._resting = bool(self._matcher.open_orders())
+
+    # ------------------------------------------------------------------ book-driven orders
+
+    def _on_book(self, c: CandleEvent) -> None:
+        close = c.close
+        book = BookEvent(symbol=c.symbol, bids=(BookLevel(close * self._bid_mult, c.volume),),
+                         asks=(BookLevel(close * self._ask_mult, c.volume),),
+                         ts_event_ns=c.ts_event_ns, synthetic=True)
+        self._books[c.symbol] = book
+        now = c.ts_event_ns / _NS
+        for strat in self._book_strats:
+            sigs = strat.on_market(book)
+            if sigs:
+                for group in self._groups(sigs):
+                    orders = self._approve(group, now)
+                    if orders:
+                        self._execute_group(orders, now)
+
+    def _execute_group(self, orders: list[OrderRequest], now: float) -> None:
+        got: list[Fill] = []
+        broken = False
+        for order in orders:
+            fills = self._submit(order, self._books.get(order.symbol), now)
+            got.extend(fills)
+            if sum((f.qty for f in fills), _ZERO) < order.qty:
+                broken = True
+        if not broken or not got or len(orders) < 2:
+            return
+        prices = {s: b.mid for s, b in self._books.items() if b.mid is not None}
+        unwind = plan_unwind(orders, got, pairs=self._pairs, prices=prices)
+        for sig in unwind:
+            approved = self._approve([sig], now)
+            if not approved:
+                self.out.warnings.append(f"unwind of {orders[0].group_id} refused: "
+                                         f"{sig.reason}")
+                continue
+            for order in approved:
+                self._submit(order, self._books.get(order.symbol), now)
+
