@@ -64,27 +64,32 @@ class _Subscription(Generic[T]):
     def put(self, item: T) -> None:
         latest = self._latest
         if latest is None:
-            if len(self._fifo) < self.max_size:
-                self._fifo.append(item)
-            else:
-                # Overflow: from now until the subscriber drains, keep the latest per key.
-                latest = OrderedDict()
-                for old in self._fifo:
-                    k = self.key(old)
-                    if k in latest:
-                        self.conflated += 1
-                    latest[k] = old
-                self._fifo.clear()
-                self._latest = latest
-        if latest is not None:
-            k = self.key(item)
-            if k in latest:
-                self.conflated += 1
-            latest[k] = item
-        depth = len(self)
-        if depth > self.peak:
-            self.peak = depth
-        self.lot.unpark()
+            fifo = self._fifo
+            if len(fifo) < self.max_size:
+                fifo.append(item)
+                depth = len(fifo)
+                if depth > self.peak:
+                    self.peak = depth
+                if self.lot:  # wake a parked receiver only if there is one (hot path)
+                    self.lot.unpark()
+                return
+            # Overflow: from now until the subscriber drains, keep the latest per key.
+            latest = OrderedDict()
+            for old in fifo:
+                k = self.key(old)
+                if k in latest:
+                    self.conflated += 1
+                latest[k] = old
+            fifo.clear()
+            self._latest = latest
+        k = self.key(item)
+        if k in latest:
+            self.conflated += 1
+        latest[k] = item
+        if len(latest) > self.peak:
+            self.peak = len(latest)
+        if self.lot:
+            self.lot.unpark()
 
     def pop(self) -> T:
         latest = self._latest
@@ -115,14 +120,23 @@ class FanOutReceiver(trio.abc.ReceiveChannel[T]):
 
     async def receive(self) -> T:
         await trio.lowlevel.checkpoint_if_cancelled()
+        sub = self._sub
         while True:
-            try:
-                item = self.receive_nowait()
-            except trio.WouldBlock:
-                await self._sub.lot.park()
-                continue
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return item
+            # Inlined receive_nowait(): this is the market-data hot path.
+            if self._closed:
+                raise trio.ClosedResourceError
+            if sub._latest is None:
+                if sub._fifo:
+                    item = sub._fifo.popleft()
+                    break
+            elif sub._latest:
+                item = sub.pop()
+                break
+            if sub.closed:
+                raise trio.EndOfChannel
+            await sub.lot.park()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return item
 
     def clone(self) -> FanOutReceiver[T]:
         if self._closed:
