@@ -56,7 +56,9 @@ async def run_until_signalled(settings: Settings) -> int:
 
     # The run tag makes client order ids unique across runs (the wall clock is read here, at
     # the edge, never inside the actors' logic).
-    run_tag = "r" + _base36(int(time.time()))
+    # Milliseconds, not seconds: a crashed process restarts within the same second, and a reused
+    # client order id would attach the new run's fills to the old run's order.
+    run_tag = "r" + _base36(time.time_ns() // 1_000_000)
     app = build_application(settings, run_tag=run_tag)
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

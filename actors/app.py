@@ -53,7 +53,7 @@ from ._supervisor import (
 from .console import ConsoleActor, status_line, summary_table
 from .executor import ExecutorActor, PaperBroker
 from .feed import FeedActor
-from .journal import StoreJournal, SystemEvents, restore
+from .journal import DuplicateOrderId, StoreJournal, SystemEvents, restore
 from .monitor import MetricsBridge, MonitorActor, feed_ages
 from .recorder import Recorder
 from .replay import ReplayFeed, load_candle_file
@@ -64,6 +64,8 @@ log = logging.getLogger(__name__)
 
 BUNDLED_PAIRS = Path(__file__).resolve().parent.parent / "data" / "kraken_asset_pairs.json"
 ORDER_STATUSES = ("accepted", "filled", "rejected", "cancelled")
+#: The paper exchange's "endpoints", as ``trading_exchange_request_duration_seconds{endpoint}``.
+PAPER_ENDPOINTS = ("paper:AddOrder", "paper:CancelAll")
 
 
 def load_pairs(symbols: Sequence[str], path: Path = BUNDLED_PAIRS) -> dict[str, PairInfo]:
@@ -155,8 +157,12 @@ class Application:
             self.portfolio = Portfolio(cash)
         self.engine = RiskEngine(self._limits(), self.portfolio, self.pairs,
                                  ClientOrderIds(self._id_prefix()))
+        # Paper fill ids are the store's idempotency key and a new process counts them from 1
+        # again: without a per-run prefix a restarted run's fills would be dropped as replays
+        # of the previous run's (found by the crash test).
         self.broker = PaperBroker(self.pairs, self.portfolio.balances(),
-                                  latency=settings.paper_latency)
+                                  latency=settings.paper_latency,
+                                  fill_id_prefix=f"P{self.run_id}-" if self.run_id else "P")
         self._journal = StoreJournal(store) if store is not None else None
         self._strategy_factory = strategy_factory or self._build_strategy
         self.bridge = MetricsBridge(self.metrics, usd_rate=self.portfolio.usd_rate)
@@ -187,6 +193,7 @@ class Application:
             channels=[f"strategy:{n}" for n in settings.strategies] + [
                 "risk", "executor", "signals", "orders", "order_events", "events"],
             order_statuses=ORDER_STATUSES, risk_reasons=RISK_REASONS,
+            supervisors=["root", "strategies", "feeds"], endpoints=PAPER_ENDPOINTS,
         )
         self._ticks = 0
         self.root = self._supervisor("root", self._children(), RestartStrategy.REST_FOR_ONE)
@@ -244,7 +251,8 @@ class Application:
 
         def executor(orders: Any, market: Any, order_events: Any, signals: Any, events: Any,
                      **feedback: Any) -> ExecutorActor:
-            return ExecutorActor(self.broker, orders=orders, market=market,
+            return ExecutorActor(_TimedBroker(self.broker, self.metrics), orders=orders,
+                                 market=market,
                                  order_events=order_events, signals=signals, events=events,
                                  feedback={k[3:]: v for k, v in feedback.items()},
                                  journal=self._journal, observer=_ExecutionTap(self.bridge,
@@ -382,6 +390,11 @@ class Application:
         self.breaker.trip(f"restart_storm:{error.supervisor}", latch=True)
 
     def _on_journal_error(self, exc: BaseException) -> None:
+        if isinstance(exc, DuplicateOrderId):
+            # Not an outage: an id collision is a bug, and sending would corrupt the ledger.
+            log.critical("write-ahead refused a reused client order id: %s", exc)
+            self.breaker.trip("duplicate_order_id", latch=True)
+            return
         self._on_db_error(f"write-ahead failed: {type(exc).__name__}")
 
     def _on_breaker(self, name: str, old: BreakerState, new: BreakerState, reason: str) -> None:
@@ -473,6 +486,35 @@ class Application:
 
     def book_of(self, symbol: str) -> BookEvent | None:
         return self.broker._books.get(symbol)
+
+
+class _TimedBroker:
+    """The paper exchange's round trips as exchange request latency (``paper:`` endpoints).
+
+    In paper mode PaperBroker *is* the exchange (with ``--paper-latency`` its simulated delay),
+    so the Health dashboard's exchange panels show its figures rather than nothing.
+    """
+
+    def __init__(self, broker: PaperBroker, metrics: Metrics) -> None:
+        self._broker = broker
+        self._metrics = metrics
+
+    async def submit(self, order: OrderRequest) -> list[OrderEvent]:
+        start = trio.current_time()
+        try:
+            return await self._broker.submit(order)
+        finally:
+            self._metrics.exchange_request("paper:AddOrder", trio.current_time() - start)
+
+    async def cancel_all(self, reason: str) -> list[OrderEvent]:
+        start = trio.current_time()
+        try:
+            return await self._broker.cancel_all(reason)
+        finally:
+            self._metrics.exchange_request("paper:CancelAll", trio.current_time() - start)
+
+    def on_market(self, event: MarketEvent) -> list[OrderEvent]:
+        return self._broker.on_market(event)
 
 
 class _ExecutionTap:

@@ -26,6 +26,19 @@ from trading import Portfolio
 log = logging.getLogger(__name__)
 
 
+class DuplicateOrderId(Exception):
+    """The store already holds an order with this client order id: it must not be sent.
+
+    ``record_order_ahead`` is idempotent, so a reused id (another run numbering its orders
+    the same way) would otherwise pass the write-ahead silently and the new order's fills
+    would be booked against the old order's row.
+    """
+
+    def __init__(self, client_order_id: str) -> None:
+        super().__init__(f"client order id {client_order_id!r} is already in the store")
+        self.client_order_id = client_order_id
+
+
 class StoreJournal:
     """Write-ahead: the order row is committed before the order goes to the broker."""
 
@@ -33,7 +46,9 @@ class StoreJournal:
         self._store = store
 
     async def record_ahead(self, order: OrderRequest) -> None:
-        await trio.to_thread.run_sync(self._store.record_order_ahead, order)
+        """Commit ``order`` as pending; raise ``DuplicateOrderId`` if its id is known."""
+        if not await trio.to_thread.run_sync(self._store.record_order_ahead, order):
+            raise DuplicateOrderId(order.client_order_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,6 +66,15 @@ class MetricsBridge:
         self.metrics.risk_rejection(rejection.reason)
 
     def portfolio_changed(self, engine: RiskEngine) -> None:
+        """Risk calls this on every market event and fill: deliberately nothing.
+
+        A full snapshot (equity, P&L, exposure, drawdown, positions, risk score in Decimal)
+        costs more than all other metrics of a tick together (bench/bench_metrics.py), so the
+        MonitorActor publishes it once per sampling tick instead (:meth:`publish_portfolio`).
+        """
+
+    def publish_portfolio(self, engine: RiskEngine) -> None:
+        """Publish the portfolio gauges from ``engine`` (the MonitorActor's sampler)."""
         pf = engine.portfolio
         self.metrics.set_portfolio(
             equity=pf.equity_usd(), realized=pf.realized_pnl_usd(),
@@ -163,7 +172,7 @@ class MonitorActor:
                 metrics.conflated(stats.name, stats.conflated - seen)
                 self._conflated[stats.name] = stats.conflated
         if self._engine is not None:
-            self._bridge.portfolio_changed(self._engine)
+            self._bridge.publish_portfolio(self._engine)
         if self._on_tick is not None:
             self._on_tick()
 

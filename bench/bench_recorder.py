@@ -7,7 +7,9 @@ answers on 127.0.0.1:5432) it writes N fills three ways in the same run:
 * ``recorder``: the ``Recorder`` actor end to end (trio channel → batches of 500 →
   ``trio.to_thread.run_sync(Store.write_batch)``), fills of orders the store does not know;
 * ``recorder+orders``: the same, but every fill belongs to an order written ahead, so each batch
-  also advances ``filled_qty``/status and writes status history (the live case).
+  also advances ``filled_qty``/status and writes status history (the live case);
+* ``store.write_batch``: the store alone, batches of 500, no channel and no thread (what is
+  left of the recorder's cost is the per-event trio channel hop).
 
 and prints events/second and the ratio to raw (target: ``recorder`` >= 50 % of raw).
 
@@ -121,6 +123,13 @@ def bench(name: str, url: str, n: int) -> None:
         store.start_run(mode="bench")
         raw_s = raw_executemany(store, make_fills(n, "raw"))
         rec_s = trio.run(through_recorder, store, make_fills(n, "rec"))
+        # the store alone (no channel, no thread): splits the recorder's cost into the
+        # store's write path and the per-event trio channel hop
+        direct = make_fills(n, "dir")
+        t0 = time.perf_counter()
+        for i in range(0, n, BATCH):
+            store.write_batch(direct[i : i + BATCH])
+        dir_s = time.perf_counter() - t0
         with_orders = make_fills(n, "ord")
         for i in range(0, n, BATCH):
             store.write_batch(
@@ -143,12 +152,13 @@ def bench(name: str, url: str, n: int) -> None:
         ord_s = trio.run(through_recorder, store, with_orders)
         with store.engine.connect() as conn:
             count = conn.execute(sa.text("select count(*) from fills")).scalar()
-        assert count == 3 * n, count
+        assert count == 4 * n, count
     finally:
         store.close()
     raw_eps = n / raw_s
     print(f"{name:<11} raw executemany   {raw_eps:>10,.0f} events/s")
-    for label, secs in (("recorder", rec_s), ("recorder+orders", ord_s)):
+    for label, secs in (("recorder", rec_s), ("recorder+orders", ord_s),
+                        ("store.write_batch", dir_s)):
         eps = n / secs
         print(f"{name:<11} {label:<17} {eps:>10,.0f} events/s   ratio {eps / raw_eps:6.1%}")
 

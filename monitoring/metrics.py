@@ -35,6 +35,7 @@ __all__ = [
     "BREAKER_REASONS",
     "DB_WRITE_BUCKETS",
     "EXCHANGE_BUCKETS",
+    "EXCHANGE_ERROR_KINDS",
     "MAX_SERIES_PER_METRIC",
     "METRICS",
     "OTHER",
@@ -66,6 +67,9 @@ BREAKER_REASONS: Final = (
     "daily_loss",
     "manual",
 )
+#: The ``kind`` values of ``trading_exchange_errors_total``; pre-initialised so "no errors" is a
+#: zero series (a dashboard shows 0, ``rate()`` works) rather than no series at all.
+EXCHANGE_ERROR_KINDS: Final = ("rate_limit", "transport", "rejected", "auth", "other")
 #: Distinct label tuples allowed per labelled metric before values fold into :data:`OTHER`.
 MAX_SERIES_PER_METRIC: Final = 200
 #: The label value that absorbs overflow past :data:`MAX_SERIES_PER_METRIC`.
@@ -327,6 +331,8 @@ class Metrics:
         self._db_write: _Children[Histogram] = c["db_write_duration"]
         for reason in BREAKER_REASONS:
             self._trips.get(reason)
+        for kind in EXCHANGE_ERROR_KINDS:
+            self._exchange_errors.get(kind)
         self.circuit_breaker_open.set(0)
         self.exchange_rate_limit_headroom.set(1)
 
@@ -336,12 +342,14 @@ class Metrics:
         self,
         *,
         actors: Iterable[str] = (),
+        supervisors: Iterable[str] = (),
         feeds: Mapping[str, Iterable[str]] | None = None,
         symbols: Iterable[str] = (),
         strategies: Iterable[str] = (),
         channels: Iterable[str] = (),
         order_statuses: Iterable[str] = (),
         risk_reasons: Iterable[str] = (),
+        endpoints: Iterable[str] = (),
     ) -> None:
         """Create the known label values at zero so their series exist before the first event.
 
@@ -350,6 +358,7 @@ class Metrics:
 
         Args:
             actors: Actor names of the supervision tree.
+            supervisors: Supervisor names (``trading_supervisor_gave_up_total`` at zero).
             feeds: Feed name → Kraken channels it subscribes (``book``, ``ticker``, ...). The
                 feed's last-message timestamp is set to now.
             symbols: Traded symbols.
@@ -357,11 +366,15 @@ class Metrics:
             channels: Names of the bounded inter-actor channels.
             order_statuses: Order status values to pre-create per strategy.
             risk_reasons: Risk rule names that can reject a signal.
+            endpoints: Exchange endpoints whose round trips are observed (the latency
+                histogram's series exist, empty, before the first request).
         """
         c = self._c
         for actor in actors:
             c["actor_up"].get(actor)
             c["actor_restarts"].get(actor)
+        for supervisor in supervisors:
+            c["supervisor_gave_up"].get(supervisor)
         for feed, feed_channels in (feeds or {}).items():
             # Start the staleness clock now: a feed that never delivers a message then goes
             # stale (FeedStale alert) instead of exporting no series at all.
@@ -386,6 +399,8 @@ class Metrics:
             self.channel_conflated.key((channel,))
         for reason in risk_reasons:
             c["risk_rejections"].get(reason)
+        for endpoint in endpoints:
+            c["exchange_request_duration"].get(endpoint)
 
     def child(self, attribute: str, *label_values: str) -> Counter | Gauge | Histogram:
         """Return the cached, cardinality-capped child of the labelled metric ``attribute``.

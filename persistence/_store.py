@@ -30,7 +30,6 @@ from typing import Any
 from sqlalchemy import (
     Engine,
     Table,
-    bindparam,
     func,
     insert,
     select,
@@ -53,6 +52,7 @@ from protocol.messages import (
     SystemEvent,
 )
 
+from ._bulk import BulkSql
 from ._engine import SQLiteSynchronous, make_engine, upgrade_to_head
 from ._errors import StoreError, translate
 from ._ledger import ZERO, Ledger
@@ -89,6 +89,22 @@ _CHUNK = 500  # ids per IN (...) list: far below SQLite's and PostgreSQL's param
 _SECRET_KEY = re.compile(r"secret|passw|passphrase|token|api_?key|private|credential|otp", re.I)
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
 DEFAULT_BREAKER = "trading"
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+# column orders of the bulk statements (``_bulk``); the tuples built below follow them
+_ORDER_COLUMNS = (
+    "client_order_id", "exchange_order_id", "run_id", "strategy", "symbol", "side", "type",
+    "quantity", "limit_price", "status", "filled_qty", "group_id", "reduce_only", "created_at",
+    "updated_at",
+)
+_ORDER_UPDATE_COLUMNS = ("status", "filled_qty", "exchange_order_id", "updated_at")
+_ORDER_STATE_COLUMNS = (
+    "client_order_id", "run_id", "status", "quantity", "filled_qty", "exchange_order_id",
+)
+_HISTORY_COLUMNS = ("client_order_id", "status", "ts", "detail")
+_FILL_COLUMNS = (
+    "fill_id", "client_order_id", "run_id", "strategy", "symbol", "side", "price", "qty", "fee",
+    "fee_currency", "liquidity", "ts",
+)
 
 
 def utc_now() -> dt.datetime:
@@ -116,6 +132,10 @@ def redact_config(config: Mapping[str, Any]) -> dict[str, Any]:
         return value
 
     return walk(config)  # type: ignore[no-any-return]
+
+
+def _decimal(value: Any) -> Decimal:
+    return value if isinstance(value, Decimal) else Decimal(str(value))
 
 
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -150,6 +170,7 @@ class Store(StoreReports):
         self._engine = engine or make_engine(url, sqlite_synchronous=sqlite_synchronous)
         self._owns_engine = engine is None
         self._clock = clock
+        self._bulk = BulkSql(self._engine.dialect)
         self.current_run_id: str | None = None
         if upgrade:
             upgrade_to_head(self._engine)
@@ -285,55 +306,34 @@ class Store(StoreReports):
     def _insert_orders(
         self, conn: Connection, orders: Sequence[OrderRequest], run_id: str | None
     ) -> int:
-        now = self._clock()
-        rows = [
-            {
-                "client_order_id": o.client_order_id,
-                "exchange_order_id": None,
-                "run_id": run_id,
-                "strategy": o.strategy,
-                "symbol": o.symbol,
-                "side": o.side.value,
-                "type": o.order_type.value,
-                "quantity": o.qty,
-                "limit_price": o.limit_price,
-                "status": OrderStatus.PENDING.value,
-                "filled_qty": ZERO,
-                "group_id": o.group_id,
-                "reduce_only": o.reduce_only,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for o in orders
-        ]
-        ids = [o.client_order_id for o in orders]
-        existing = self._existing(conn, _ORDERS.c.client_order_id, ids)
-        new_rows = [r for r in rows if r["client_order_id"] not in existing]
+        bulk = self._bulk
+        now = bulk.ts(self._clock())
+        zero = bulk.money(ZERO)
+        existing = self._existing(conn, _ORDERS.c.client_order_id,
+                                  [o.client_order_id for o in orders])
+        new_rows: list[tuple[Any, ...]] = []
+        for o in orders:
+            if o.client_order_id in existing:
+                continue
+            existing.add(o.client_order_id)  # the same order twice in one batch: once
+            new_rows.append((
+                o.client_order_id, None, run_id, o.strategy, o.symbol, o.side.value,
+                o.order_type.value, bulk.money(o.qty), bulk.money(o.limit_price),
+                OrderStatus.PENDING.value, zero, o.group_id, o.reduce_only, now, now,
+            ))
         if not new_rows:
             return 0
-        stmt = self._insert(conn, _ORDERS).on_conflict_do_nothing(
-            index_elements=["client_order_id"]
-        )
-        conn.execute(stmt, new_rows)
-        conn.execute(
-            insert(_HISTORY),
-            [
-                {
-                    "client_order_id": r["client_order_id"],
-                    "status": "pending",
-                    "ts": now,
-                    "detail": "written ahead",
-                }
-                for r in new_rows
-            ],
-        )
+        bulk.executemany(conn, bulk.insert(_ORDERS.name, _ORDER_COLUMNS,
+                                           conflict="client_order_id"), new_rows)
+        bulk.executemany(conn, bulk.insert(_HISTORY.name, _HISTORY_COLUMNS),
+                         [(r[0], "pending", now, "written ahead") for r in new_rows])
         return len(new_rows)
 
-    @staticmethod
-    def _existing(conn: Connection, column: Any, keys: Sequence[str]) -> set[str]:
+    def _existing(self, conn: Connection, column: Any, keys: Sequence[str]) -> set[str]:
         found: set[str] = set()
         for part in _chunks(keys):
-            found.update(conn.execute(select(column).where(column.in_(part))).scalars())
+            sql = self._bulk.select_in(column.table.name, column.name, len(part))
+            found.update(conn.exec_driver_sql(sql, tuple(part)).scalars())
         return found
 
     # ------------------------------------------------------------------ batches
@@ -454,62 +454,59 @@ class Store(StoreReports):
         ids = sorted({e.client_order_id for e in events})
         state: dict[str, dict[str, Any]] = {}
         for part in _chunks(ids):
-            for row in conn.execute(
-                select(
-                    Order.client_order_id,
-                    Order.run_id,
-                    Order.status,
-                    Order.quantity,
-                    Order.filled_qty,
-                    Order.exchange_order_id,
-                ).where(Order.client_order_id.in_(part))
-            ):
-                state[row.client_order_id] = dict(row._mapping)
+            sql = self._bulk.select_in(_ORDERS.name, "client_order_id", len(part),
+                                       columns=_ORDER_STATE_COLUMNS)
+            for row in conn.exec_driver_sql(sql, tuple(part)):
+                # driver-level rows: money comes back as text on SQLite, Decimal on PostgreSQL
+                state[row[0]] = {
+                    "client_order_id": row[0],
+                    "run_id": row[1],
+                    "status": row[2],
+                    "quantity": _decimal(row[3]),
+                    "filled_qty": _decimal(row[4]),
+                    "exchange_order_id": row[5],
+                }
         before = {k: dict(v) for k, v in state.items()}
         # Fills already stored (a replay) are skipped: one indexed lookup per batch. The INSERT
         # keeps ON CONFLICT DO NOTHING as the backstop. (RETURNING would name the new rows
         # too, but forces one huge multi-VALUES statement that psycopg re-parses every time.)
         known = self._existing(conn, _FILLS.c.fill_id, list(fills)) if fills else set()
         inserted = set(fills) - known
+        bulk = self._bulk
+        now_db = bulk.ts(now)
         if inserted:
+            money, ts, epoch = bulk.money, bulk.ts, _EPOCH
             fill_rows = []
             for f in fills.values():
                 if f.fill_id in known:
                     continue
                 o = state.get(f.client_order_id)
-                fill_rows.append(
-                    {
-                        "fill_id": f.fill_id,
-                        "client_order_id": f.client_order_id,
-                        "run_id": o["run_id"] if o is not None and o["run_id"] else run,
-                        "strategy": f.strategy,
-                        "symbol": f.symbol,
-                        "side": f.side.value,
-                        "price": f.price,
-                        "qty": f.qty,
-                        "fee": f.fee,
-                        "fee_currency": f.fee_currency,
-                        "liquidity": f.liquidity.value,
-                        "ts": dt.datetime.fromtimestamp(f.ts_event_ns / 1e9, dt.UTC)
-                        if f.ts_event_ns
-                        else now,
-                    }
-                )
-            stmt = self._insert(conn, _FILLS).on_conflict_do_nothing(index_elements=["fill_id"])
-            conn.execute(stmt, fill_rows)
-        history: list[dict[str, Any]] = []
+                fill_rows.append((
+                    f.fill_id,
+                    f.client_order_id,
+                    o["run_id"] if o is not None and o["run_id"] else run,
+                    f.strategy,
+                    f.symbol,
+                    f.side.value,
+                    money(f.price),
+                    money(f.qty),
+                    money(f.fee),
+                    f.fee_currency,
+                    f.liquidity.value,
+                    # integer arithmetic: exact to the microsecond (a float of ~1.7e18 ns
+                    # is not), truncating the nanoseconds the column cannot hold
+                    ts(epoch + dt.timedelta(microseconds=f.ts_event_ns // 1000))
+                    if f.ts_event_ns
+                    else now_db,
+                ))
+            bulk.executemany(conn, bulk.insert(_FILLS.name, _FILL_COLUMNS, conflict="fill_id"),
+                             fill_rows)
+        history: list[tuple[Any, ...]] = []
 
         def move(o: dict[str, Any], status: str, detail: str) -> None:
             if o["status"] != status:
                 o["status"] = status
-                history.append(
-                    {
-                        "client_order_id": o["client_order_id"],
-                        "status": status,
-                        "ts": now,
-                        "detail": detail,
-                    }
-                )
+                history.append((o["client_order_id"], status, now_db, detail))
 
         for ev in events:
             o = state.get(ev.client_order_id)
@@ -534,29 +531,15 @@ class Store(StoreReports):
                 else:
                     move(o, OrderStatus.CANCELLED.value, ev.reason)
         changed = [
-            (k, o["status"], o["filled_qty"], o["exchange_order_id"])
+            (o["status"], bulk.money(o["filled_qty"]), o["exchange_order_id"], now_db, k)
             for k, o in state.items()
             if o != before[k]
         ]
-        if changed:
-            # executemany: in-process on SQLite, pipelined by psycopg 3 on PostgreSQL (one
-            # parsed statement, no round trip per row)
-            conn.execute(
-                update(_ORDERS)
-                .where(_ORDERS.c.client_order_id == bindparam("b_id"))
-                .values(
-                    status=bindparam("b_status"),
-                    filled_qty=bindparam("b_filled"),
-                    exchange_order_id=bindparam("b_xid"),
-                    updated_at=now,
-                ),
-                [
-                    {"b_id": c[0], "b_status": c[1], "b_filled": c[2], "b_xid": c[3]}
-                    for c in changed
-                ],
-            )
-        if history:
-            conn.execute(insert(_HISTORY), history)
+        # executemany: in-process on SQLite, pipelined by psycopg 3 on PostgreSQL (one
+        # parsed statement, no round trip per row)
+        bulk.executemany(conn, bulk.update(_ORDERS.name, _ORDER_UPDATE_COLUMNS,
+                                           "client_order_id"), changed)
+        bulk.executemany(conn, bulk.insert(_HISTORY.name, _HISTORY_COLUMNS), history)
 
     # ------------------------------------------------------------------ breaker
 

@@ -35,6 +35,24 @@ def _canonical(value: Decimal) -> Decimal:
     return value
 
 
+def money_bind_value(value: Decimal | None, *, sqlite: bool) -> Any:
+    """The DB-API parameter for a money value: canonical text on SQLite, ``Decimal`` elsewhere.
+
+    Shared by the ``Money`` column type and the store's bulk statements (``_bulk``), so both
+    paths store the same thing. Raises ``TypeError`` for floats, ``ValueError`` for NaN/inf.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, Decimal):
+        # ints are exact and harmless; floats are exactly what this type exists to keep out
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = Decimal(value)
+        else:
+            raise TypeError(f"money must be Decimal, got {type(value).__name__}")
+    value = _canonical(value)
+    return str(value) if sqlite else value
+
+
 class Money(TypeDecorator[Decimal]):
     """``Decimal`` stored exactly: ``NUMERIC(36, 18)`` on PostgreSQL, decimal text on SQLite."""
 
@@ -47,16 +65,7 @@ class Money(TypeDecorator[Decimal]):
         return dialect.type_descriptor(Numeric(MONEY_PRECISION, MONEY_SCALE, asdecimal=True))
 
     def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
-        if value is None:
-            return None
-        if not isinstance(value, Decimal):
-            # ints are exact and harmless; floats are exactly what this type exists to keep out
-            if isinstance(value, int) and not isinstance(value, bool):
-                value = Decimal(value)
-            else:
-                raise TypeError(f"money must be Decimal, got {type(value).__name__}")
-        value = _canonical(value)
-        return str(value) if dialect.name == "sqlite" else value
+        return money_bind_value(value, sqlite=dialect.name == "sqlite")
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         if value is None:

@@ -10,7 +10,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import monitoring
 from monitoring._hot import HotMetric
-from monitoring.metrics import BREAKER_REASONS, MAX_SERIES_PER_METRIC, METRICS, OTHER, Metrics
+from monitoring.metrics import (
+    BREAKER_REASONS,
+    EXCHANGE_ERROR_KINDS,
+    MAX_SERIES_PER_METRIC,
+    METRICS,
+    OTHER,
+    Metrics,
+)
 
 #: The names DESIGN.md / the monitoring issue require verbatim (family names, so counters are
 #: listed without ``_total`` as prometheus_client reports them).
@@ -147,6 +154,21 @@ def test_breaker_helpers() -> None:
     m.breaker_reset()
     assert sample(m, "trading_circuit_breaker_open") == 0
     assert sample(m, "trading_circuit_breaker_trips_total", reason="feed_stale") == 1
+
+
+def test_known_label_values_exist_at_zero() -> None:
+    """Series a dashboard queries exist before the first event (a paper run has no exchange
+    requests and, with luck, never a restart storm)."""
+    m = Metrics()
+    for kind in EXCHANGE_ERROR_KINDS:
+        assert sample(m, "trading_exchange_errors_total", kind=kind) == 0
+    assert sample(m, "trading_supervisor_gave_up_total", supervisor="root") is None
+    m.initialise(supervisors=["root", "strategies"], endpoints=["paper:AddOrder"])
+    assert sample(m, "trading_supervisor_gave_up_total", supervisor="root") == 0
+    assert sample(m, "trading_supervisor_gave_up_total", supervisor="strategies") == 0
+    labels = {"endpoint": "paper:AddOrder"}
+    assert sample(m, "trading_exchange_request_duration_seconds_count", **labels) == 0
+    assert sample(m, "trading_exchange_request_duration_seconds_bucket", le="+Inf", **labels) == 0
 
 
 def test_feed_timestamps_use_the_injected_wall_clock() -> None:
