@@ -95,6 +95,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from persistence.cli import db_command
 
         return int(db_command(args[1:]))
+    if args[:1] == ["data"]:
+        from backtest.download import data_command
+
+        return data_command(args[1:])
+    if args[:1] == ["record"]:
+        from actors.recording import record_command
+
+        return record_command(args[1:])
     from backtest.cli import add_arguments, run_backtest
 
     try:

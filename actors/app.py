@@ -257,7 +257,7 @@ class Application:
                                  feedback={k[3:]: v for k, v in feedback.items()},
                                  journal=self._journal, observer=_ExecutionTap(self.bridge,
                                                                                self.fills),
-                                 pairs=self.pairs,
+                                 pairs=self.pairs, prices=self.broker.mids,
                                  on_journal_error=self._on_journal_error)
 
         children = []

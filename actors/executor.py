@@ -84,6 +84,11 @@ class PaperBroker:
         self.matcher = PaperMatcher(self.pairs, fill_id_prefix=fill_id_prefix)
         self._books: dict[str, BookEvent] = {}
 
+    def mids(self) -> dict[str, Decimal]:
+        """The latest mid price per symbol (unwind sizing)."""
+        return {symbol: book.mid for symbol, book in self._books.items()
+                if book.mid is not None}
+
     def _available(self, currency: str) -> Decimal:
         return self.balances.get(currency, Decimal(0))
 
@@ -141,7 +146,9 @@ class ExecutorActor:
         observer: ExecutionObserver | None = None,
         pairs: Mapping[str, PairInfo] | None = None,
         on_journal_error: Callable[[BaseException], None] | None = None,
+        prices: Callable[[], Mapping[str, Decimal]] | None = None,
     ) -> None:
+        self._prices = prices
         self.broker = broker
         self._orders = orders
         self._market = market
@@ -251,10 +258,13 @@ class ExecutorActor:
 
     async def _unwind(self, group: _Group) -> None:
         plan = plan_unwind(group.legs, group.fills, pairs=self._pairs or None,
+                           prices=self._prices() if self._prices is not None else None,
                            ts_recv=trio.current_time())
         if not plan:
             return
         log.warning("arbitrage group %s failed a leg: unwinding %d residue trade(s)",
                     group.legs[0].group_id, len(plan))
         if self._signals is not None:
-            await self._signals.send(tuple(plan))
+            # Each residue is approved on its own: one refused unwind must not block the rest.
+            for signal in plan:
+                await self._signals.send((signal,))

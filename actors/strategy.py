@@ -27,6 +27,7 @@ from protocol.messages import (
     OrderRejected,
     RiskRejection,
     Signal,
+    signal_groups,
 )
 from trading.strategies import Strategy
 
@@ -67,7 +68,8 @@ class StrategyActor:
             if signals:
                 if self._on_signals is not None:
                     self._on_signals(self.strategy.name, len(signals))
-                await send(tuple(signals))
+                for unit in signal_groups(signals):  # an arbitrage group stays one unit
+                    await send(tuple(unit))
 
     async def _feedback_loop(self) -> None:
         strategy = self.strategy

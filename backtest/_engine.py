@@ -54,13 +54,15 @@ from protocol.messages import (
     Side,
     Signal,
     TradeEvent,
+    signal_groups,
 )
 from trading import ClientOrderIds, PaperMatcher, Portfolio, RiskEngine, RiskLimits
 from trading.strategies import Arbitrage, Strategy, plan_unwind
 
 from ._result import EquityPoint
 
-__all__ = ["EngineOutput", "FastEngine"]
+__all__ = ["EngineOutput", "FastEngine", "close_book", "open_book", "sample_equity",
+           "stop_probe_prices"]
 
 _NS = 1_000_000_000
 _ZERO = Decimal(0)
@@ -84,6 +86,70 @@ class EngineOutput:
         self.order_rejections: dict[str, int] = {}
         self.last_candles: dict[str, CandleEvent] = {}
         self.candles = 0
+
+
+# --------------------------------------------------------------------------- shared step logic
+# The actor engine (backtest/_actor_engine.py, actors/candle_broker.py) builds the same books,
+# probes, groups and samples through these functions, so the two engines cannot drift apart.
+
+
+def open_book(c: CandleEvent, buy_mult: Decimal, sell_mult: Decimal, slip: bool) -> BookEvent:
+    """The one-level, unlimited-depth book a next-open market order fills against."""
+    o = c.open
+    if slip:
+        ask, bid = o * buy_mult, o * sell_mult
+    else:
+        ask = bid = o
+    return BookEvent(symbol=c.symbol, bids=(BookLevel(bid, _DEPTH),),
+                     asks=(BookLevel(ask, _DEPTH),), ts_event_ns=c.ts_event_ns, synthetic=True)
+
+
+def close_book(c: CandleEvent, bid_mult: Decimal, ask_mult: Decimal) -> BookEvent:
+    """The synthetic book book-driven strategies see: around the close, depth = volume."""
+    close = c.close
+    return BookEvent(symbol=c.symbol, bids=(BookLevel(close * bid_mult, c.volume),),
+                     asks=(BookLevel(close * ask_mult, c.volume),),
+                     ts_event_ns=c.ts_event_ns, synthetic=True)
+
+
+def stop_probe_prices(pf: Portfolio, limits: RiskLimits | None, c: CandleEvent
+                      ) -> tuple[Decimal, Decimal] | None:
+    """The candle's (adverse, favourable) extremes when its range reaches a stop/take level.
+
+    None when the symbol is flat or no level is reached. Shown to the risk engine in this order
+    (as trade prints), the stop-loss wins when both levels are touched in one candle.
+    """
+    pos = pf.position_qty(c.symbol)
+    if not pos or limits is None:
+        return None
+    avg = pf.avg_entry(c.symbol)
+    if avg is None:
+        return None
+    lo, hi = c.low, c.high
+    if pos > 0:
+        hit = lo <= avg * (_ONE - limits.stop_loss_pct) or hi >= avg * (
+            _ONE + limits.take_profit_pct)
+        return (lo, hi) if hit else None
+    hit = hi >= avg * (_ONE + limits.stop_loss_pct) or lo <= avg * (
+        _ONE - limits.take_profit_pct)
+    return (hi, lo) if hit else None
+
+
+def sample_equity(out: EngineOutput, pf: Portfolio, ts: int, bench_units: Mapping[str, Decimal],
+                  bench_cash: Decimal, first_open: Mapping[str, Decimal]) -> None:
+    """Mark every symbol at its last close and append the equity and benchmark points."""
+    for sym, c in out.last_candles.items():
+        if pf.mark_price(sym) != c.close:
+            pf.mark(sym, c.close)
+    out.equity.append(EquityPoint(ts, pf.equity_usd()))
+    value = bench_cash
+    for sym, units in bench_units.items():
+        last = out.last_candles.get(sym)
+        value += units * (last.close if last is not None else _ZERO)
+    if not out.last_candles:  # the first sample: the cash before anything was bought
+        value = bench_cash + sum(
+            (u * first_open.get(s, _ZERO) for s, u in bench_units.items()), _ZERO)
+    out.benchmark.append(EquityPoint(ts, value))
 
 
 class FastEngine:
@@ -187,25 +253,9 @@ class FastEngine:
 
     # ------------------------------------------------------------------ sampling
 
-    def _mark_all(self) -> None:
-        pf = self._pf
-        for sym, c in self.out.last_candles.items():
-            if pf.mark_price(sym) != c.close:
-                pf.mark(sym, c.close)
-
     def _sample(self, ts: int) -> None:
-        self._mark_all()
         out = self.out
-        out.equity.append(EquityPoint(ts, self._pf.equity_usd()))
-        value = self._bench_cash
-        for sym, units in self._bench_units.items():
-            c = out.last_candles.get(sym)
-            value += units * (c.close if c is not None else _ZERO)
-        if not out.last_candles:  # the first sample: the cash before anything was bought
-            value = self._bench_cash + sum(
-                (u * self._first_open.get(s, _ZERO) for s, u in self._bench_units.items()),
-                _ZERO)
-        out.benchmark.append(EquityPoint(ts, value))
+        sample_equity(out, self._pf, ts, self._bench_units, self._bench_cash, self._first_open)
         if self._risk is not None and self._breaker is None:
             reason = self._risk.check_halt(utc_day=ts // (86400 * _NS))
             if reason is not None:
@@ -221,28 +271,13 @@ class FastEngine:
     # ------------------------------------------------------------------ risk
 
     def _risk_candle(self, risk: RiskEngine, c: CandleEvent) -> None:
-        pf = self._pf
-        sym = c.symbol
-        pos = pf.position_qty(sym)
-        if pos:
-            avg = pf.avg_entry(sym)
-            lim = self._limits
-            if avg is not None and lim is not None:
-                lo, hi = c.low, c.high
-                if pos > 0:
-                    hit = lo <= avg * (_ONE - lim.stop_loss_pct) or hi >= avg * (
-                        _ONE + lim.take_profit_pct)
-                    order = (lo, hi)
-                else:
-                    hit = hi >= avg * (_ONE + lim.stop_loss_pct) or lo <= avg * (
-                        _ONE - lim.take_profit_pct)
-                    order = (hi, lo)
-                if hit:
-                    for price in order:
-                        sigs = risk.on_market(TradeEvent(symbol=sym, side=Side.BUY, price=price,
-                                                         qty=_ZERO, ts_event_ns=c.ts_event_ns))
-                        if sigs:
-                            self._on_signals(sigs, c)
+        probes = stop_probe_prices(self._pf, self._limits, c)
+        if probes is not None:
+            for price in probes:
+                sigs = risk.on_market(TradeEvent(symbol=c.symbol, side=Side.BUY, price=price,
+                                                 qty=_ZERO, ts_event_ns=c.ts_event_ns))
+                if sigs:
+                    self._on_signals(sigs, c)
         sigs = risk.on_market(c)
         if sigs:
             self._on_signals(sigs, c)
@@ -268,14 +303,7 @@ class FastEngine:
             return None
         return res
 
-    @staticmethod
-    def _groups(sigs: Sequence[Signal]) -> list[list[Signal]]:
-        if len(sigs) == 1:
-            return [list(sigs)]
-        groups: dict[object, list[Signal]] = {}
-        for i, s in enumerate(sigs):
-            groups.setdefault(s.group_id if s.group_id is not None else i, []).append(s)
-        return list(groups.values())
+    _groups = staticmethod(signal_groups)
 
     # ------------------------------------------------------------------ candle-driven orders
 
@@ -288,14 +316,7 @@ class FastEngine:
                     self._pending.setdefault(o.symbol, []).append(o)
 
     def _execute_at_open(self, c: CandleEvent, orders: list[OrderRequest]) -> None:
-        o = c.open
-        if self._slip:
-            ask, bid = o * self._buy_mult, o * self._sell_mult
-        else:
-            ask = bid = o
-        book = BookEvent(symbol=c.symbol, bids=(BookLevel(bid, _DEPTH),),
-                         asks=(BookLevel(ask, _DEPTH),), ts_event_ns=c.ts_event_ns,
-                         synthetic=True)
+        book = open_book(c, self._buy_mult, self._sell_mult, self._slip)
         now = c.ts_event_ns / _NS
         for order in orders:
             self._submit(order, book, now)
@@ -359,10 +380,7 @@ class FastEngine:
     # ------------------------------------------------------------------ book-driven orders
 
     def _on_book(self, c: CandleEvent) -> None:
-        close = c.close
-        book = BookEvent(symbol=c.symbol, bids=(BookLevel(close * self._bid_mult, c.volume),),
-                         asks=(BookLevel(close * self._ask_mult, c.volume),),
-                         ts_event_ns=c.ts_event_ns, synthetic=True)
+        book = close_book(c, self._bid_mult, self._ask_mult)
         self._books[c.symbol] = book
         now = c.ts_event_ns / _NS
         for strat in self._book_strats:

@@ -3,7 +3,8 @@
 ``add_arguments`` adds the backtest flags to the shared parser (``config.load_settings(argv,
 extend=add_arguments)``) and ``run_backtest(settings)`` runs it. Exit status: 0 done; 2 bad
 input (one line on stderr naming the file and line; no report written); 3 an engine or feature
-not built yet (``--engine actors``, ``--sweep``); 1 the report writer failed.
+not built yet; 1 the report writer failed. ``--sweep``/``--oos`` go to
+``backtest._sweep.run_sweep`` (same statuses).
 
 Money: ``--cash`` is held in the *cash currency*: ``--quote-currency`` (default USD) when a
 symbol is quoted in it, else the first stablecoin quote (USDT, USDC, DAI) when that is USD,
@@ -37,9 +38,11 @@ from trading.strategies import (
     standard_params,
 )
 
+from ._actor_engine import ActorEngine
 from ._data import BacktestInputError, LoadedSymbol, load_inputs, pair_for
 from ._engine import FastEngine
 from ._result import BacktestResult, RunConfig, SymbolInfo, trade_log_sha256
+from ._sweep import add_sweep_arguments, run_sweep
 from ._trades import closed_trades
 
 __all__ = ["DEFAULT_STRATEGIES", "add_arguments", "prepare", "run_backtest", "run_prepared"]
@@ -75,11 +78,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> list[str]:
     g.add_argument("--param", action="append", metavar="STRATEGY.KEY=VALUE", default=[],
                    help="strategy parameter, repeatable")
     g.add_argument("--sweep", action="append", metavar="STRATEGY.KEY=START:STOP:STEP",
-                   default=[], help="parameter grid (not yet available)")
+                   default=[], help="parameter grid dimension (or STRATEGY.KEY=A,B,C), "
+                   "repeatable: the cartesian product runs on all cores")
     g.add_argument("--oos", metavar="FRACTION", default=None,
-                   help="out-of-sample fraction for sweeps (not yet available)")
+                   help="out-of-sample fraction: the last FRACTION of the time range is "
+                   "reported beside the in-sample part")
     return ["data", "date_from", "date_to", "strategy", "report", "engine", "symbol",
-            "timeframe", "no_risk_limits", "slippage_bps", "spread_bps", "param", "sweep", "oos"]
+            "timeframe", "no_risk_limits", "slippage_bps", "spread_bps", "param", "sweep",
+            "oos", *add_sweep_arguments(parser)]
 
 
 # --------------------------------------------------------------------------- validation
@@ -237,7 +243,9 @@ def run_prepared(p: Prepared, candles: Sequence[Any] | None = None) -> BacktestR
                               cross=())
     eligible = [ls for ls in p.loaded if ls.symbol.partition("/")[2] == cash_ccy]
     units = {ls.symbol: cfg.cash / len(eligible) / ls.candles[0].open for ls in eligible}
-    engine = FastEngine(strategies, p.pairs, portfolio, risk_limits=p.limits,
+    # Both engines take the same arguments and return the same output (backtest._actor_engine).
+    engine_cls = ActorEngine if cfg.engine == "actors" else FastEngine
+    engine = engine_cls(strategies, p.pairs, portfolio, risk_limits=p.limits,
                         slippage_bps=cfg.slippage_bps, spread_bps=cfg.spread_bps,
                         equity_interval_s=cfg.equity_interval_s, benchmark_units=units,
                         benchmark_cash=Decimal(0) if eligible else cfg.cash)
@@ -317,12 +325,8 @@ def run_backtest(settings: Settings, *, out: TextIO | None = None,
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     x = settings.extras
-    if x.get("engine") == "actors":
-        err.write("backtest: --engine actors is not available yet; use --engine fast\n")
-        return EXIT_UNSUPPORTED
     if x.get("sweep") or x.get("oos"):
-        err.write("backtest: --sweep/--oos are not available yet\n")
-        return EXIT_UNSUPPORTED
+        return run_sweep(settings, out=out, err=err)
     started = time.perf_counter()  # wall clock only for the speed figure shown to the user
     try:
         result = run_prepared(prepare(settings))

@@ -28,7 +28,9 @@ shortens it rather than inventing prices.
 
 from __future__ import annotations
 
+import itertools
 import re
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -159,20 +161,35 @@ def _ts(path: str, lineno: int, text: str, unit_ns: int) -> int:
     return int(value * unit_ns)
 
 
+_INTERN_MAX = 1 << 16
+"""Distinct price texts remembered while parsing one source (the cache restarts when full)."""
+
+
 def _ohlcv_rows(
     lines: Iterable[tuple[int, str]], path: str, symbol: str, interval_s: int, unit_ns: int,
     ncols: int,
-) -> list[tuple[int, CandleEvent]]:
-    out: list[tuple[int, CandleEvent]] = []
+) -> tuple[array[int], list[CandleEvent]]:
+    linenos: array[int] = array("q")
+    out: list[CandleEvent] = []
+    # Memory: one Decimal per distinct price text, shared by the candles that write it (a
+    # minute's open is usually the previous close, and prices repeat). Decimals are immutable
+    # and equal texts give equal Decimals (same digits, same exponent), so sharing changes
+    # nothing but the footprint (and saves parsing).
+    seen: dict[str, Decimal] = {}
     for lineno, raw in lines:
         parts = raw.split(",")
         if len(parts) != ncols:
             raise CandleDataError(path, lineno, f"expected {ncols} columns, got {len(parts)}")
         ts = _ts(path, lineno, parts[0], unit_ns)
-        o = _dec(path, lineno, "open", parts[1])
-        h = _dec(path, lineno, "high", parts[2])
-        lo = _dec(path, lineno, "low", parts[3])
-        c = _dec(path, lineno, "close", parts[4])
+        if len(seen) > _INTERN_MAX:
+            seen.clear()
+        prices = []
+        for name, text in zip(_PRICE_NAMES, parts[1:5], strict=True):
+            value = seen.get(text)
+            if value is None:
+                value = seen[text] = _dec(path, lineno, name, text)
+            prices.append(value)
+        o, h, lo, c = prices
         v = _dec(path, lineno, "volume", parts[5])
         if lo <= 0 or o <= 0 or c <= 0:
             raise CandleDataError(path, lineno, "prices must be > 0")
@@ -181,9 +198,13 @@ def _ohlcv_rows(
         if lo > o or lo > c or h < o or h < c:
             raise CandleDataError(path, lineno, f"inconsistent candle: open {o} high {h} "
                                                 f"low {lo} close {c}")
-        out.append((lineno, CandleEvent(symbol=symbol, interval_s=interval_s, open=o, high=h,
-                                        low=lo, close=c, volume=v, ts_event_ns=ts)))
-    return out
+        linenos.append(lineno)
+        out.append(CandleEvent(symbol=symbol, interval_s=interval_s, open=o, high=h, low=lo,
+                               close=c, volume=v, ts_event_ns=ts))
+    return linenos, out
+
+
+_PRICE_NAMES = ("open", "high", "low", "close")
 
 
 class _Bucket:
@@ -195,16 +216,17 @@ class _Bucket:
         self.open = self.high = self.low = self.close = price
         self.volume = qty
 
-    def candle(self, symbol: str, interval_s: int) -> tuple[int, CandleEvent]:
-        return self.line, CandleEvent(symbol=symbol, interval_s=interval_s, open=self.open,
+    def candle(self, symbol: str, interval_s: int) -> CandleEvent:
+        return CandleEvent(symbol=symbol, interval_s=interval_s, open=self.open,
                                       high=self.high, low=self.low, close=self.close,
                                       volume=self.volume, ts_event_ns=self.bucket)
 
 
 def _trade_rows(lines: Iterable[tuple[int, str]], path: str, symbol: str, interval_s: int
-                ) -> list[tuple[int, CandleEvent]]:
+                ) -> tuple[array[int], list[CandleEvent]]:
     step = interval_s * _NS
-    out: list[tuple[int, CandleEvent]] = []
+    linenos: array[int] = array("q")
+    out: list[CandleEvent] = []
     # Trades are aggregated in file order; a trade older than the current bucket starts a new
     # candle, which the caller then reports as out of order (or duplicate) like any other row.
     cur: _Bucket | None = None
@@ -229,11 +251,13 @@ def _trade_rows(lines: Iterable[tuple[int, str]], path: str, symbol: str, interv
             cur.volume += q
             continue
         if cur is not None:
+            linenos.append(cur.line)
             out.append(cur.candle(symbol, interval_s))
         cur = _Bucket(bucket, lineno, p, q)
     if cur is not None:
+        linenos.append(cur.line)
         out.append(cur.candle(symbol, interval_s))
-    return out
+    return linenos, out
 
 
 def _infer_interval(ts: Sequence[int]) -> int:
@@ -269,33 +293,36 @@ def parse_candles(
     Raises:
         CandleDataError: an empty source, an unknown format, or a malformed row.
     """
+    # Streamed: the lines are never all held at once (a year of minute rows is 500k lines).
     numbered = ((i, ln.strip()) for i, ln in enumerate(lines, start=1))
-    rows = [(i, ln) for i, ln in numbered if ln]
-    if not rows:
+    rows = ((i, ln) for i, ln in numbered if ln)
+    first = next(rows, None)
+    if first is None:
         raise CandleDataError(path, 0, "empty file (no candles)")
     if fmt is None:
-        fmt = detect_format(rows[0][1])
+        fmt = detect_format(first[1])
         if fmt is None:
-            raise CandleDataError(path, rows[0][0], "unknown format: expected the header "
+            raise CandleDataError(path, first[0], "unknown format: expected the header "
                                   f"{OHLCV_MS_HEADER!r}, 7 columns (Kraken OHLCVT) or 3 "
                                   "columns (Kraken trades)")
     elif fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
+    body: Iterable[tuple[int, str]] = itertools.chain((first,), rows)
     if fmt == "ohlcv_ms":
-        if detect_format(rows[0][1]) == "ohlcv_ms":
-            rows = rows[1:]
-        if not rows:
+        if detect_format(first[1]) == "ohlcv_ms":
+            body = rows
+        linenos, parsed = _ohlcv_rows(body, path, symbol, interval_s or 0, 1_000_000, 6)
+        if not parsed:
             raise CandleDataError(path, 0, "empty file (header only)")
-        parsed = _ohlcv_rows(rows, path, symbol, interval_s or 0, 1_000_000, 6)
     elif fmt == "kraken_ohlcvt":
-        parsed = _ohlcv_rows(rows, path, symbol, interval_s or 0, _NS, 7)
+        linenos, parsed = _ohlcv_rows(body, path, symbol, interval_s or 0, _NS, 7)
     else:
-        parsed = _trade_rows(rows, path, symbol, interval_s or 60)
+        linenos, parsed = _trade_rows(body, path, symbol, interval_s or 60)
         interval_s = interval_s or 60
     if not interval_s:
-        interval_s = _infer_interval([c.ts_event_ns for _, c in parsed[:5000]])
-        parsed = [(ln, _with_interval(c, interval_s)) for ln, c in parsed]
-    return _check(parsed, path=path, symbol=symbol, fmt=fmt, interval_s=interval_s)
+        interval_s = _infer_interval([c.ts_event_ns for c in parsed[:5000]])
+        parsed = [_with_interval(c, interval_s) for c in parsed]
+    return _check(linenos, parsed, path=path, symbol=symbol, fmt=fmt, interval_s=interval_s)
 
 
 def _with_interval(c: CandleEvent, interval_s: int) -> CandleEvent:
@@ -303,7 +330,7 @@ def _with_interval(c: CandleEvent, interval_s: int) -> CandleEvent:
                        low=c.low, close=c.close, volume=c.volume, ts_event_ns=c.ts_event_ns)
 
 
-def _check(parsed: list[tuple[int, CandleEvent]], *, path: str, symbol: str, fmt: str,
+def _check(linenos: array[int], parsed: list[CandleEvent], *, path: str, symbol: str, fmt: str,
            interval_s: int) -> CandleSeries:
     warnings: list[str] = []
     extra = 0
@@ -317,20 +344,22 @@ def _check(parsed: list[tuple[int, CandleEvent]], *, path: str, symbol: str, fmt
 
     out_of_order = 0
     prev = None
-    for lineno, c in parsed:
+    for lineno, c in zip(linenos, parsed, strict=True):
         if prev is not None and c.ts_event_ns < prev:
             out_of_order += 1
             warn(f"{path}:{lineno}: out of order: {iso_ns(c.ts_event_ns)} after "
                  f"{iso_ns(prev)} (sorted by time)")
         prev = c.ts_event_ns
     if out_of_order:
-        parsed = sorted(parsed, key=lambda lc: lc[1].ts_event_ns)  # stable: file order on ties
+        order = sorted(range(len(parsed)), key=lambda k: parsed[k].ts_event_ns)  # stable
+        linenos = array("q", (linenos[k] for k in order))
+        parsed = [parsed[k] for k in order]
     step = interval_s * _NS
     kept: list[CandleEvent] = []
     duplicates = gaps = 0
     last: int | None = None
     last_line = 0
-    for lineno, c in parsed:
+    for lineno, c in zip(linenos, parsed, strict=True):
         ts = c.ts_event_ns
         if last is not None:
             if ts == last:

@@ -19,6 +19,7 @@ The three families follow Nautilus: market data (``MarketEvent``), commands (``S
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -164,6 +165,17 @@ class Signal:
     group_size: int = 1
     reduce_only: bool = False
     reference_price: Decimal | None = None  # the price the strategy saw, for exposure checks
+
+
+def signal_groups(signals: Sequence[Signal]) -> list[list[Signal]]:
+    """Split one strategy call's signals into approval units: one per ``group_id``, else one
+    each. Risk approves or rejects a unit as a whole (the legs of an arbitrage together)."""
+    if len(signals) == 1:
+        return [list(signals)]
+    groups: dict[object, list[Signal]] = {}
+    for i, signal in enumerate(signals):
+        groups.setdefault(signal.group_id if signal.group_id is not None else i, []).append(signal)
+    return list(groups.values())
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

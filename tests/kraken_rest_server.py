@@ -13,6 +13,16 @@ Fault injection, per endpoint and consumed in order (``state.inject("AddOrder", 
 * after processing (the state has changed): ``LOSE_RESPONSE`` (close the connection without an
   answer) and ``HTTP_503_AFTER`` (answer 503).
 
+Market-data history (for ``data download`` tests): ``trades_data[pair_id]`` holds Kraken
+``Trades`` rows ``[price, volume, time, b/s, m/l, misc, trade_id]`` in time order, served in pages
+of ``trades_page`` (or the request's smaller ``count``) after the ``since`` cursor (seconds, or
+nanoseconds as Kraken's ``last``), exclusive, or inclusive with ``trades_since_inclusive`` (to
+check a client's de-duplication); ``last`` is the nanosecond time of the page's last row.
+``ohlc_data[pair_id]`` holds ``OHLC`` rows (the last one is the uncommitted candle).
+``server_time`` is what ``Time`` answers. ``public_limit = (max, decay per second)`` enforces a
+call counter on the public endpoints (``EAPI:Rate limit exceeded`` past it, counted in
+``rate_limit_errors``). Pairs without data keep the docs example answers.
+
 Two ways to reach it: :func:`open_kraken_rest_server` (a real socket, for real-clock tests) and
 :meth:`KrakenRestState.mock_transport` (an ``httpx.MockTransport`` calling the same handler, for
 MockClock tests, because real sockets and autojump do not mix).
@@ -88,6 +98,15 @@ class KrakenRestState:
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     balances: dict[str, str] = field(default_factory=lambda: dict(DOCS["Balance"]["result"]))
     cancel_after: int | None = None
+    trades_data: dict[str, list[list[Any]]] = field(default_factory=dict)
+    trades_page: int = 1000
+    trades_since_inclusive: bool = False
+    ohlc_data: dict[str, list[list[Any]]] = field(default_factory=dict)
+    server_time: int = 1688669448
+    public_limit: tuple[float, float] | None = None
+    rate_limit_errors: int = 0
+    _public_level: float = 0.0
+    _public_at: float | None = None
     _faults: dict[str, deque[FaultSpec]] = field(default_factory=lambda: defaultdict(deque))
     _max_nonce: int = 0
     _seen_nonces: set[int] = field(default_factory=set)
@@ -140,6 +159,9 @@ class KrakenRestState:
             error = self._authenticate(url.path, headers, body, params, rec)
             if error:
                 return self._err(error)
+        elif self.public_limit is not None and not self._public_call_fits():
+            self.rate_limit_errors += 1
+            return self._err("EAPI:Rate limit exceeded")
         if fault is not None and fault.kind not in _AFTER:
             if fault.kind is Fault.SLOW:
                 await trio.sleep(fault.delay)
@@ -176,6 +198,18 @@ class KrakenRestState:
         self._max_nonce = max(self._max_nonce, nonce)
         return None
 
+    def _public_call_fits(self) -> bool:
+        assert self.public_limit is not None
+        limit, decay = self.public_limit
+        now = trio.current_time()
+        if self._public_at is not None:
+            self._public_level = max(0.0, self._public_level - (now - self._public_at) * decay)
+        self._public_at = now
+        if self._public_level + 1 > limit:
+            return False
+        self._public_level += 1
+        return True
+
     @staticmethod
     def _err(*errors: str) -> tuple[int, bytes]:
         return 200, json.dumps({"error": list(errors)}).encode()
@@ -206,7 +240,7 @@ class KrakenRestState:
         return DOCS[example]["result"]
 
     def _do_Time(self, params: dict[str, str]) -> Any:
-        return {"unixtime": 1688669448, "rfc1123": "Thu, 06 Jul 23 18:50:48 +0000"}
+        return {"unixtime": self.server_time, "rfc1123": "Thu, 06 Jul 23 18:50:48 +0000"}
 
     def _do_SystemStatus(self, params: dict[str, str]) -> Any:
         return DOCS["SystemStatus"]["result"]
@@ -227,10 +261,36 @@ class KrakenRestState:
         return self._market("Depth", params)
 
     def _do_OHLC(self, params: dict[str, str]) -> Any:
+        pair_id = self._pair_id(params.get("pair", ""))
+        if pair_id is not None and pair_id in self.ohlc_data:
+            rows = self.ohlc_data[pair_id]
+            since = int(params["since"]) if params.get("since") else None
+            if since is not None:
+                rows = [r for r in rows if int(r[0]) > since]
+            rows = rows[-720:]
+            last = int(rows[-2][0]) if len(rows) > 1 else (since or 0)
+            return {pair_id: rows, "last": last}
         return self._market("OHLC", params)
 
     def _do_Trades(self, params: dict[str, str]) -> Any:
-        return self._market("Trades", params)
+        pair_id = self._pair_id(params.get("pair", ""))
+        if pair_id is None or pair_id not in self.trades_data:
+            return self._market("Trades", params)
+        since_text = params.get("since") or "0"
+        if not since_text.isdigit():
+            return _Errors(("EGeneral:Invalid arguments:since",))
+        since = int(since_text)
+        since_ns = since if since >= 10**14 else since * 10**9
+        count = min(self.trades_page, int(params.get("count") or 1000))
+        out: list[list[Any]] = []
+        for row in self.trades_data[pair_id]:
+            ts_ns = _ns(row[2])
+            if ts_ns > since_ns or (self.trades_since_inclusive and ts_ns == since_ns):
+                out.append(row)
+                if len(out) == count:
+                    break
+        last = _ns(out[-1][2]) if out else since_ns
+        return {pair_id: out, "last": str(last)}
 
     # private -----------------------------------------------------------
 
@@ -328,6 +388,11 @@ class KrakenRestState:
 
     def _do_GetWebSocketsToken(self, params: dict[str, str]) -> Any:
         return {"token": "1Dwc4lzSwNWOAwkMdqhssNNFhs1ed606d1WcF3XfEMw", "expires": 900}
+
+
+def _ns(time: Any) -> int:
+    """Nanoseconds of a Trades row time (a float as JSON carries it), exactly as written."""
+    return int(Decimal(repr(time) if isinstance(time, float) else str(time)) * 10**9)
 
 
 @dataclass(frozen=True)

@@ -271,7 +271,13 @@ class RiskEngine:
         rejected, cancelled, or has not closed the position when its order is done.
         """
         sym = event.symbol
-        if isinstance(event, BookEvent):
+        cls = event.__class__
+        # exact-type checks first (the backtest's candles and stop probes), isinstance after
+        if cls is CandleEvent:
+            mark = event.close  # type: ignore[union-attr]
+        elif cls is TradeEvent:
+            mark = event.price  # type: ignore[union-attr]
+        elif isinstance(event, BookEvent):
             if not event.bids or not event.asks:
                 return []
             mark = (event.bids[0].price + event.asks[0].price) / TWO
@@ -283,11 +289,12 @@ class RiskEngine:
             mark = event.close
         else:  # pragma: no cover - MarketEvent is a closed union
             return []
-        self.portfolio.mark(sym, mark)
+        pf = self.portfolio
+        pf.mark(sym, mark)
         levels = self._levels.get(sym)
         if levels is None or sym in self._pending_exit:
             return []
-        pos = self.portfolio.position_qty(sym)
+        pos = pf.position_qty(sym)
         stop, take = levels
         if pos > 0:
             reason = "stop_loss" if mark <= stop else "take_profit" if mark >= take else None

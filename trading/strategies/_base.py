@@ -133,6 +133,12 @@ class PriceFilter:
         self._locked: dict[str, str] = {}
 
     def price(self, event: MarketEvent) -> Decimal | None:
+        if event.__class__ is CandleEvent:  # hot path of candle backtests
+            want = self._source
+            if want == "candle" or (want == "auto" and self._locked.setdefault(
+                    event.symbol, "candle") == "candle"):
+                return event.close
+            return None
         kind = _KIND.get(type(event))
         if kind is None:
             return None
@@ -246,7 +252,8 @@ class PositionKeeper:
             0 disables expiry.
     """
 
-    __slots__ = ("_dust", "_intents", "_pairs", "_timeout", "name", "positions")
+    __slots__ = ("_disorder", "_dust", "_intents", "_pairs", "_pending", "_timeout", "name",
+                 "positions")
 
     def __init__(
         self, name: str, pairs: Mapping[str, PairInfo], pending_timeout_s: Decimal | float = 0
@@ -256,6 +263,12 @@ class PositionKeeper:
         self._timeout = float(pending_timeout_s)
         self.positions: dict[str, Decimal] = {}
         self._intents: deque[_Intent] = deque()
+        # symbol -> number of intents in ``_intents``: has_pending() is asked on every tick by
+        # every strategy (and per cycle leg by arbitrage), so it must not scan the deque.
+        self._pending: dict[str, int] = {}
+        # True once an intent was appended with an older ts_recv than the one before it: only
+        # then can an intent behind a live one be expired (expire's full sweep).
+        self._disorder = False
         self._dust = {s: max(p.lot, p.ordermin) for s, p in pairs.items()}
 
     # ---- queries
@@ -264,7 +277,7 @@ class PositionKeeper:
         return self.positions.get(symbol, _ZERO)
 
     def has_pending(self, symbol: str) -> bool:
-        return any(i.symbol == symbol for i in self._intents)
+        return symbol in self._pending
 
     def pending_count(self) -> int:
         return len(self._intents)
@@ -293,7 +306,12 @@ class PositionKeeper:
         group_size: int = 1,
     ) -> Signal:
         """Build a market signal and record it as a pending intent."""
-        self._intents.append(_Intent(symbol, side, qty, ts_recv))
+        intents = self._intents
+        if intents and ts_recv < intents[-1].ts:
+            self._disorder = True
+        intents.append(_Intent(symbol, side, qty, ts_recv))
+        pending = self._pending
+        pending[symbol] = pending.get(symbol, 0) + 1
         return Signal(
             strategy=self.name,
             symbol=symbol,
@@ -323,11 +341,31 @@ class PositionKeeper:
         if self._timeout <= 0:
             return
         intents = self._intents
+        if not intents:
+            return
         while intents and now - intents[0].ts > self._timeout:
-            intents.popleft()
+            self._forget(intents.popleft())
         # Later intents can be older only if ts_recv went backwards; sweep them too.
-        if intents and any(now - i.ts > self._timeout for i in intents):
+        if not intents:
+            self._disorder = False
+        elif self._disorder and any(now - i.ts > self._timeout for i in intents):
+            for i in intents:
+                if now - i.ts > self._timeout:
+                    self._forget(i)
             self._intents = deque(i for i in intents if now - i.ts <= self._timeout)
+
+    def _forget(self, intent: _Intent) -> None:
+        """Count ``intent`` out of ``_pending`` (the caller removes it from ``_intents``)."""
+        pending = self._pending
+        n = pending[intent.symbol] - 1
+        if n:
+            pending[intent.symbol] = n
+        else:
+            del pending[intent.symbol]
+
+    def _remove(self, intent: _Intent) -> None:
+        self._intents.remove(intent)
+        self._forget(intent)
 
     def on_fill(self, fill: Fill) -> None:
         if fill.strategy != self.name:
@@ -347,7 +385,7 @@ class PositionKeeper:
         if intent is not None:
             intent.remaining -= fill.qty
             if intent.remaining <= 0:
-                self._intents.remove(intent)
+                self._remove(intent)
 
     def on_order_closed(self, client_order_id: str, filled_qty: Decimal) -> None:
         """Release the intent of an order that will not fill (further)."""
@@ -356,7 +394,7 @@ class PositionKeeper:
         if intent is None:
             intent = next((i for i in self._intents if i.order_id is None), None)
         if intent is not None:
-            self._intents.remove(intent)
+            self._remove(intent)
 
     def _find(self, client_order_id: str) -> _Intent | None:
         for i in self._intents:

@@ -57,6 +57,16 @@ __all__ = ["Arbitrage", "ArbitrageConfig", "Cycle", "CycleLeg"]
 
 _ONE = Decimal(1)
 _ZERO = Decimal(0)
+_INF = float("inf")
+
+# The float screen (Arbitrage.on_market) skips a cycle when its float gross multiplier is below
+# (1 + min_profit) * (1 - _SCREEN_MARGIN). Why that never changes a decision: the float gross is
+# ~10 correctly rounded IEEE operations on correctly rounded conversions, so it is within
+# 10 * 2**-53 (~1.2e-15, relative) of the real-number product; the Decimal gross of _price is
+# within ~1e-26 of the same product (28-digit context). A float gross 1e-9 below the threshold
+# therefore means a Decimal gross far below it, where _price returns None. Everything closer
+# (or outside the screen's domain: a non-positive or non-finite price) is priced exactly.
+_SCREEN_MARGIN = 1e-9
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,6 +135,9 @@ class Cycle:
         return "->".join([self.start, *(leg.dst for leg in self.legs)])
 
 
+_Screen = tuple["Cycle", tuple[str, ...], tuple[tuple[str, bool, float], ...]]
+
+
 @dataclass(frozen=True, slots=True)
 class _Plan:
     cycle: Cycle
@@ -165,6 +178,18 @@ class Arbitrage:
         for cycle in self.cycles:
             for sym in dict.fromkeys(cycle.symbols):
                 self._by_symbol.setdefault(sym, []).append(cycle)
+        self._mid_books: dict[str, BookEvent] = {}
+        self._floats: dict[str, tuple[float, float]] = {}  # symbol -> (best bid, best ask)
+        # Per symbol, its cycles with what the float screen needs: (cycle, symbols,
+        # ((symbol, is_buy, 1 + fee or 1 - fee as float), ...)).
+        self._screens: dict[str, list[_Screen]] = {
+            sym: [(c, c.symbols, tuple(
+                (leg.symbol, leg.side is Side.BUY,
+                 float(_ONE + leg.fee) if leg.side is Side.BUY else float(_ONE - leg.fee))
+                for leg in c.legs)) for c in cycles]
+            for sym, cycles in self._by_symbol.items()
+        }
+        self._screen_threshold = (1.0 + float(config.min_profit)) * (1.0 - _SCREEN_MARGIN)
 
     @property
     def keeper(self) -> PositionKeeper:
@@ -223,17 +248,49 @@ class Arbitrage:
             return NO_SIGNALS
         symbol = event.symbol
         self._books[symbol] = event
-        mid = event.mid
-        if mid is not None:
-            self._valuer.observe(symbol, mid)
-        cycles = self._by_symbol.get(symbol)
-        if not cycles:
+        bids, asks = event.bids, event.asks
+        if bids and asks:
+            # The valuer needs this book's mid only when a cycle is sized (rare): remember the
+            # book and compute the (identical) mid then, see _sync_valuer.
+            self._mid_books[symbol] = event
+            self._floats[symbol] = (float(bids[0].price), float(asks[0].price))
+        else:
+            self._floats.pop(symbol, None)
+        screens = self._screens.get(symbol)
+        if not screens:
             return NO_SIGNALS
         keeper = self._keeper
         keeper.expire(event.ts_recv)
+        pending = keeper._pending  # hot path: the keeper's per-symbol counts
+        books = self._books
+        floats = self._floats
+        threshold = self._screen_threshold
         plans: list[_Plan] = []
-        for cycle in cycles:
-            if any(keeper.has_pending(s) for s in cycle.symbols):
+        for cycle, cyc_syms, legs in screens:
+            if pending and any(s in pending for s in cyc_syms):
+                continue
+            # Cheap exact-equivalent screen (see _screen): only a cycle that may pay is priced.
+            gross = 1.0
+            for sym, buy, factor in legs:
+                tops = floats.get(sym)
+                if tops is None:
+                    break
+                if buy:
+                    ask = tops[1]
+                    if not 0.0 < ask < _INF:
+                        gross = _INF  # out of the float screen's domain: price it exactly
+                        break
+                    gross /= ask * factor
+                else:
+                    bid = tops[0]
+                    if not 0.0 < bid < _INF:
+                        gross = _INF
+                        break
+                    gross *= bid * factor
+            else:
+                if gross < threshold:
+                    continue
+            if any(sym not in books for sym in cyc_syms):
                 continue
             state = self._top_state(cycle)
             if state is None or self._fired.get(cycle) == state:
@@ -256,6 +313,13 @@ class Arbitrage:
             self._fired[plan.cycle] = self._top_state(plan.cycle) or ()
             out.extend(self._emit(plan, event.ts_recv))
         return out
+
+    def _sync_valuer(self) -> None:
+        valuer = self._valuer
+        for sym, book in self._mid_books.items():
+            mid = book.mid
+            if mid is not None:
+                valuer.observe(sym, mid)
 
     def _top_state(self, cycle: Cycle) -> tuple[object, ...] | None:
         state: list[object] = []
@@ -288,6 +352,7 @@ class Arbitrage:
         if gross - _ONE < self.config.min_profit:
             return None
         # Largest start amount every level can absorb.
+        self._sync_valuer()
         cap = self._valuer.notional_in(cycle.start, self.config.notional)
         if cap is None:
             return None

@@ -9,10 +9,12 @@ mean ``m`` and the population standard deviation ``sd``:
   classic reversion target: it takes the move the model predicts and no more, and it keeps
   positions short. Set ``exit_sd=1.5`` for the symmetric band exit.
 
-The comparisons are exact. With ``n = window``, ``S1 = sum(p)``, ``S2 = sum(p*p)`` (Decimal
-running sums at 80 digits, so nothing rounds), ``n*sd = sqrt(n*S2 - S1**2)`` and the entry rule
-becomes ``d = S1 - n*price > 0 and d*d > entry_sd**2 * (n*S2 - S1**2)``: no square root, no
-float, and a price exactly on the band does not trade.
+The comparisons are exact. With ``n = window``, ``S1 = sum(p)``, ``S2 = sum(p*p)``,
+``n*sd = sqrt(n*S2 - S1**2)`` and the entry rule becomes ``d = S1 - n*price > 0 and d*d >
+entry_sd**2 * (n*S2 - S1**2)``: no square root, no float, and a price exactly on the band does
+not trade. The sums are Python integers over the prices scaled by ``10**scale`` (the most
+decimals seen), so nothing rounds and the hot path does integer arithmetic only (it used to be
+80-digit Decimal context operations, several times slower, with the same decisions).
 
 Spot: long-only, like momentum.
 """
@@ -70,23 +72,65 @@ class MeanReversionConfig:
 
 
 class _Window:
-    __slots__ = ("prices", "s1", "s2")
+    """The last ``n`` prices as integers scaled by ``10**scale``, with running sums.
+
+    ``s1 = sum(P)`` and ``s2 = sum(P*P)`` are Python ints, so nothing ever rounds; ``scale`` grows
+    (and everything is rescaled) when a price with more decimals arrives. ``zero`` is a Decimal
+    zero carrying the smallest exponent pushed so far (and 0): the exponent the former Decimal
+    running sums had, so :meth:`decimal_sums` rebuilds them digit for digit (display only).
+    """
+
+    __slots__ = ("count", "n", "pow10", "s1", "s2", "scale", "ticks", "zero")
 
     def __init__(self, n: int) -> None:
-        self.prices: deque[Decimal] = deque(maxlen=n)
-        self.s1 = Decimal(0)
-        self.s2 = Decimal(0)
+        self.n = n
+        self.ticks: deque[int] = deque(maxlen=n)
+        self.count = 0
+        self.s1 = 0
+        self.s2 = 0
+        self.scale = 0
+        self.pow10 = 1
+        self.zero = Decimal(0)
 
-    def push(self, price: Decimal) -> None:
+    def push(self, price: Decimal) -> int:
+        """Add ``price`` (> 0, finite); return it scaled to an int."""
+        num, den = price.as_integer_ratio()
+        pow10 = self.pow10
+        if pow10 % den:
+            self._rescale(den)
+            pow10 = self.pow10
+        p = num * (pow10 // den)
+        ticks = self.ticks
+        if self.count == self.n:
+            old = ticks[0]
+            self.s1 += p - old
+            self.s2 += p * p - old * old
+        else:
+            self.count += 1
+            self.s1 += p
+            self.s2 += p * p
+        ticks.append(p)
+        self.zero = price.fma(0, self.zero)  # 0 with exponent min(exponent(price), before)
+        return p
+
+    def _rescale(self, den: int) -> None:
+        k = 0
+        while (self.pow10 * 10**k) % den:
+            k += 1
+        f = 10**k
+        self.ticks = deque((t * f for t in self.ticks), maxlen=self.n)
+        self.s1 *= f
+        self.s2 *= f * f
+        self.scale += k
+        self.pow10 *= f
+
+    def decimal_sums(self) -> tuple[Decimal, Decimal]:
+        """``(sum(p), sum(p*p))`` as the exact Decimals the running Decimal sums would hold."""
         ctx = _EXACT
-        prices = self.prices
-        if len(prices) == prices.maxlen:
-            old = prices[0]
-            self.s1 = ctx.subtract(self.s1, old)
-            self.s2 = ctx.subtract(self.s2, ctx.multiply(old, old))
-        prices.append(price)
-        self.s1 = ctx.add(self.s1, price)
-        self.s2 = ctx.add(self.s2, ctx.multiply(price, price))
+        zero = self.zero
+        s1 = ctx.add(Decimal(self.s1).scaleb(-self.scale, ctx), zero)
+        s2 = ctx.add(Decimal(self.s2).scaleb(-2 * self.scale, ctx), ctx.multiply(zero, zero))
+        return s1, s2
 
 
 class MeanReversion:
@@ -107,8 +151,9 @@ class MeanReversion:
         self._valuer = QuoteValuer(config.notional_currency, config.pegs)
         self._keeper = PositionKeeper(name, pairs, config.pending_timeout_s)
         self._windows = {s: _Window(config.window) for s in self.symbols}
-        self._k2_in = config.entry_sd * config.entry_sd
-        self._k2_out = config.exit_sd * config.exit_sd
+        # entry_sd**2 and exit_sd**2 as exact fractions (numerator, denominator)
+        self._k2_in = (config.entry_sd * config.entry_sd).as_integer_ratio()
+        self._k2_out = (config.exit_sd * config.exit_sd).as_integer_ratio()
 
     @property
     def keeper(self) -> PositionKeeper:
@@ -124,28 +169,31 @@ class MeanReversion:
         win = self._windows.get(symbol)
         if win is None:
             return NO_SIGNALS
-        win.push(price)
+        p = win.push(price)
         n = self.config.window
-        if len(win.prices) < n:
+        if win.count < n:
             return NO_SIGNALS
         keeper = self._keeper
         keeper.expire(event.ts_recv)
         if keeper.has_pending(symbol):
             return NO_SIGNALS
-        ctx = _EXACT
+        # Exact integer form of the module docstring's rule, on prices scaled by 10**scale:
+        # both sides of each inequality carry the same factor 10**(2*scale), and k = a/b.
         s1 = win.s1
-        np_ = ctx.multiply(price, n)
-        spread2 = ctx.subtract(ctx.multiply(win.s2, n), ctx.multiply(s1, s1))  # (n*sd)**2
+        np_ = p * n
+        spread2 = win.s2 * n - s1 * s1  # (n*sd)**2, scaled
         cfg = self.config
         if keeper.is_long(symbol):
-            e = ctx.subtract(np_, s1)
-            if e >= 0 and ctx.multiply(e, e) >= ctx.multiply(self._k2_out, spread2):
+            e = np_ - s1
+            a, b = self._k2_out
+            if e >= 0 and e * e * b >= a * spread2:
                 reason = f"mean reversion exit: {price} >= mean+{cfg.exit_sd}sd {self._band(win)}"
                 return (keeper.exit_signal(symbol, price=price, reason=reason,
                                            ts_recv=event.ts_recv),)
             return NO_SIGNALS
-        d = ctx.subtract(s1, np_)
-        if d > 0 and ctx.multiply(d, d) > ctx.multiply(self._k2_in, spread2):
+        d = s1 - np_
+        a, b = self._k2_in
+        if d > 0 and d * d * b > a * spread2:
             pair = self._pairs[symbol]
             notional = self._valuer.notional_in(pair.quote, cfg.notional)
             qty = None if notional is None else size_order(pair, notional, price)
@@ -159,8 +207,9 @@ class MeanReversion:
     def _band(self, win: _Window) -> str:
         # Display only: the decision above never used these rounded figures.
         n = self.config.window
-        mean = win.s1 / n
-        var = max(win.s2 / n - mean * mean, Decimal(0))
+        s1, s2 = win.decimal_sums()
+        mean = s1 / n
+        var = max(s2 / n - mean * mean, Decimal(0))
         return f"(mean {mean:.8g}, sd {var.sqrt():.6g}, n {n})"
 
     def on_fill(self, fill: Fill) -> None:
