@@ -142,13 +142,12 @@ def sample_equity(out: EngineOutput, pf: Portfolio, ts: int, bench_units: Mappin
         if pf.mark_price(sym) != c.close:
             pf.mark(sym, c.close)
     out.equity.append(EquityPoint(ts, pf.equity_usd()))
+    # Buy and hold buys each symbol at its first open: until a symbol has traded, its share of
+    # the cash is still cash (a symbol whose data starts later must not count as worth 0).
     value = bench_cash
     for sym, units in bench_units.items():
         last = out.last_candles.get(sym)
-        value += units * (last.close if last is not None else _ZERO)
-    if not out.last_candles:  # the first sample: the cash before anything was bought
-        value = bench_cash + sum(
-            (u * first_open.get(s, _ZERO) for s, u in bench_units.items()), _ZERO)
+        value += units * (last.close if last is not None else first_open.get(sym, _ZERO))
     out.benchmark.append(EquityPoint(ts, value))
 
 

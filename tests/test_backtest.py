@@ -294,3 +294,20 @@ def test_summary_prints_hash_and_risk_flag(tmp_path: Path) -> None:
     assert f"trade log sha256 {result.trade_log_sha256}" in text
     assert "RISK LIMITS OFF" in text
     assert "sma_cross" in text
+
+
+def test_buy_and_hold_keeps_cash_for_a_symbol_that_has_not_started() -> None:
+    """Regression: a symbol whose data starts later counted as worth 0 until its first candle."""
+    from backtest._engine import EngineOutput, sample_equity
+    from trading import Portfolio
+
+    out = EngineOutput()
+    first_open = {"BTC/USDT": Decimal("100"), "ETH/USDT": Decimal("10")}
+    units = {"BTC/USDT": Decimal("50"), "ETH/USDT": Decimal("500")}  # 5000 USDT each
+    pf = Portfolio({"USDT": Decimal("10000")})
+    out.last_candles["BTC/USDT"] = CandleEvent(
+        symbol="BTC/USDT", interval_s=60, open=Decimal("100"), high=Decimal("110"),
+        low=Decimal("100"), close=Decimal("110"), volume=Decimal("1"))
+    sample_equity(out, pf, 60, units, Decimal(0), first_open)
+    # BTC's half is marked at 110; ETH has not traded yet, so its half is still 5000 of cash.
+    assert out.benchmark[-1].equity == Decimal("5500") + Decimal("5000")

@@ -227,3 +227,23 @@ def test_client_order_ids() -> None:
     assert is_valid_cl_ord_id("6d1b345e-2821-40e2-ad83-4ecb18a06876")
     assert is_valid_cl_ord_id("da8e4ad59b78481c93e589746b0cf91f")
     assert not is_valid_cl_ord_id("x" * 19)
+
+
+def test_offsetting_orders_in_flight_do_not_crash_on_fills() -> None:
+    """Regression: a buy, a sell and a buy in flight net to zero after the first fill; the
+    engine dropped the symbol's in-flight entry and the next fill raised KeyError (which
+    crashed the risk actor in paper mode)."""
+    eng = RiskEngine(RiskLimits(), Portfolio({"USD": D(10_000), "ETH": D(1)}), PAIRS,
+                     ClientOrderIds("t"))
+    eng.portfolio.mark("ETH/USD", D(100))
+    orders = []
+    for side in (Side.BUY, Side.SELL, Side.BUY):
+        out = eng.evaluate([sig("ETH/USD", qty="0.01", side=side)], now=0, breaker_open=False)
+        assert isinstance(out, list)
+        orders += out
+    fill_all(eng, [orders[0]], "100")
+    assert eng.inflight_qty("ETH/USD") == 0
+    fill_all(eng, [orders[1]], "100")  # raised KeyError before the fix
+    assert eng.inflight_qty("ETH/USD") == D("0.01")
+    fill_all(eng, [orders[2]], "100")
+    assert eng.inflight_qty("ETH/USD") == 0

@@ -152,7 +152,7 @@ class RiskEngine:
             cid = self._ids.next()
             signed = qty if s.side is Side.BUY else -qty
             self._inflight[cid] = (s.symbol, signed)
-            self._inflight_sym[s.symbol] = self._inflight_sym.get(s.symbol, ZERO) + signed
+            self._add_inflight(s.symbol, signed)
             if s.strategy == RISK_STRATEGY and s.reduce_only and s.symbol in self._pending_exit:
                 self._pending_exit[s.symbol] = cid
                 self._exit_ids[cid] = s.symbol
@@ -324,7 +324,7 @@ class RiskEngine:
         if entry is not None:
             sym, left = entry
             left -= signed
-            self._inflight_sym[sym] -= signed
+            self._add_inflight(sym, -signed)
             self._inflight[fill.client_order_id] = (sym, left)
             if not left or (left > 0) != (entry[1] > 0):  # done; _done undoes an overfill
                 self._done(fill.client_order_id)
@@ -344,16 +344,24 @@ class RiskEngine:
         else:
             self._levels[sym] = (avg * (ONE + lim.stop_loss_pct), avg * (ONE - lim.take_profit_pct))
 
+    def _add_inflight(self, sym: str, delta: Decimal) -> None:
+        """Move the symbol's net in-flight quantity by ``delta`` (a zero net is dropped).
+
+        The net can be zero while orders are still in flight (a buy and a sell of the same
+        size), so a missing key means zero and the dict is never indexed directly.
+        """
+        net = self._inflight_sym.get(sym, ZERO) + delta
+        if net:
+            self._inflight_sym[sym] = net
+        else:
+            self._inflight_sym.pop(sym, None)
+
     def _done(self, cid: str) -> None:
         """An order is finished: release its in-flight rest and its exit marker."""
         entry = self._inflight.pop(cid, None)
         if entry is not None:
             sym, left = entry
-            rest = self._inflight_sym[sym] - left
-            if rest:
-                self._inflight_sym[sym] = rest
-            else:
-                del self._inflight_sym[sym]
+            self._add_inflight(sym, -left)
         sym_exit = self._exit_ids.pop(cid, None)
         if sym_exit is not None and self._pending_exit.get(sym_exit) == cid:
             del self._pending_exit[sym_exit]
