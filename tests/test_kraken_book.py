@@ -24,7 +24,8 @@ from protocol.kraken._book import (
     checksum_v1,
     checksum_v2,
 )
-from protocol.kraken._codec import BookFrame, V1Decoder, decode_v2, loads
+from protocol.kraken._codec import BookFrame, decode_v2, loads
+from protocol.kraken._codec_v1 import V1Decoder
 from protocol.kraken._errors import KrakenError
 from protocol.messages import BookLevel
 from tests.conftest import FIXTURES, SHARED
@@ -320,3 +321,129 @@ def test_full_recording_verifies_all_14496_checksums_and_catches_a_one_byte_chan
     assert verified == 14_496
     assert len(candidates) > 1000
     assert_mutation_detected(lines, candidates[len(candidates) // 2])
+
+
+# --------------------------------------------------------------------------- cached views
+# The book caches each side's best levels and checksum bytes and rebuilds only from the best
+# rank a message touched (_book._Side). These tests hold the caches to a fresh computation
+# after every message, with reads interleaved at random points, so a stale cache shows up on
+# the message that made it stale.
+
+cache_prices = st.integers(1, 40).map(lambda i: Decimal(i).scaleb(-1))
+# "1.5" and "1.50" are equal Decimals with different v1 tokens: a requote must not keep the
+# old token.
+cache_qtys = st.sampled_from(["0", "0", "1.5", "1.50", "2", "0.25", "7"]).map(Decimal)
+cache_rows = st.lists(st.tuples(st.booleans(), cache_prices, cache_qtys), max_size=6)
+reads = st.lists(st.integers(0, 14), max_size=3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(snapshot=st.lists(st.tuples(st.booleans(), cache_prices, cache_qtys), max_size=30),
+       messages=st.lists(st.tuples(cache_rows, reads, st.booleans()), max_size=30),
+       depth=st.integers(1, 14), v1=st.booleans())
+def test_cached_views_and_checksums_match_a_fresh_computation(
+    snapshot: list[Any], messages: list[Any], depth: int, v1: bool
+) -> None:
+    model: dict[bool, dict[Decimal, BookLevel]] = {True: {}, False: {}}
+
+    def model_apply(rows: list[Any]) -> tuple[list[BookLevel], list[BookLevel]]:
+        for is_bid, price, qty in rows:
+            if qty:
+                model[is_bid][price] = BookLevel(price, qty)
+            else:
+                model[is_bid].pop(price, None)
+        for is_bid in (True, False):
+            keep = sorted(model[is_bid], reverse=is_bid)[:depth]
+            model[is_bid] = {p: model[is_bid][p] for p in keep}
+        bids = [model[True][p] for p in sorted(model[True], reverse=True)]
+        asks = [model[False][p] for p in sorted(model[False])]
+        return bids, asks
+
+    def expected_checksum(bids: list[BookLevel], asks: list[BookLevel]) -> int:
+        if v1:
+            return checksum_v1(asks, bids)
+        return checksum_v2(asks, bids, price_precision=1, qty_precision=2)
+
+    def to_frame(rows: list[Any], snap: bool, checksum: int | None) -> BookFrame:
+        return BookFrame(
+            symbol="X/Y", is_snapshot=snap, checksum=checksum, ts_event_ns=0, ts_recv=0.0,
+            bids=tuple(BookLevel(p, q) for b, p, q in rows if b),
+            asks=tuple(BookLevel(p, q) for b, p, q in rows if not b))
+
+    book = (OrderBook("X/Y", depth=depth, v1=True) if v1
+            else OrderBook("X/Y", depth=depth, price_precision=1, qty_precision=2))
+    bids, asks = model_apply(snapshot)
+    book.apply(to_frame(snapshot, True, expected_checksum(bids, asks)))
+    for rows, wanted, send_checksum in messages:
+        bids, asks = model_apply(rows)
+        # With a checksum the book verifies on apply (from its caches); without one the
+        # caches are left stale across messages and must catch up on the next read.
+        checksum = expected_checksum(bids, asks) if send_checksum else None
+        book.apply(to_frame(rows, False, checksum))
+        for n in wanted:
+            assert book.bids(n) == tuple(bids[:n])
+            assert book.asks(n) == tuple(asks[:n])
+            event = book.to_event(levels=n)
+            assert event.bids == tuple(bids[:n]) and event.asks == tuple(asks[:n])
+    assert book.bids() == tuple(bids) and book.asks() == tuple(asks)
+    assert book.checksum() == expected_checksum(bids, asks)
+    assert book.checksums_verified == 1 + sum(1 for _, _, c in messages if c)
+
+
+def deep_book(depth: int = 25) -> OrderBook:
+    """A verified BTC/USD book with ``depth`` levels per side around 1000."""
+    book = OrderBook("BTC/USD", depth=depth, price_precision=1, qty_precision=8)
+    bids = [(f"{999 - i}.0", "1") for i in range(depth)]
+    asks = [(f"{1001 + i}.0", "1") for i in range(depth)]
+    book.apply(frame(snapshot=True, bids=bids, asks=asks))
+    return book
+
+
+def test_mismatch_is_detected_when_the_cached_top_is_reused() -> None:
+    book = deep_book()
+    book.to_event(levels=10)
+    good = book.checksum()
+    # A change below the top 10 leaves the cached checksum bytes as they are; the checksum is
+    # still compared on this very message.
+    book.apply(frame(bids=[("985.0", "3")], checksum=good))
+    with pytest.raises(ChecksumMismatch) as info:
+        book.apply(frame(asks=[("1015.0", "2")], checksum=good ^ 1))
+    assert info.value.expected == good ^ 1 and info.value.actual == good
+    assert not book.is_synced
+
+
+def test_in_place_change_inside_the_top_ten_changes_the_checksum_at_once() -> None:
+    book = deep_book()
+    before = book.checksum()
+    with pytest.raises(ChecksumMismatch) as info:
+        book.apply(frame(asks=[("1004.0", "2.5")], checksum=before))  # rank 3, same price
+    assert info.value.actual != before
+    assert book.asks(5)[3] == BookLevel(Decimal("1004.0"), Decimal("2.5"))
+
+
+def test_an_untouched_side_hands_out_the_same_levels_again() -> None:
+    book = deep_book()
+    first = book.to_event(levels=10)
+    book.apply(frame(bids=[("998.0", "4")]))
+    second = book.to_event(levels=10)
+    assert second.asks is first.asks  # the ask side was not touched: no rebuild at all
+    assert second.bids[0] is first.bids[0]  # ranks above the change are reused
+    assert second.bids[1] == BookLevel(Decimal("998.0"), Decimal(4))
+    assert second.bids[2:] == first.bids[2:]
+
+
+def test_wide_reads_and_new_precisions_are_not_served_from_stale_caches() -> None:
+    book = deep_book(depth=500)
+    wide = book.asks(300)  # wider than the cache keeps: built directly
+    assert len(wide) == 300 and wide == book.asks()[:300]
+    assert wide[-1].price == Decimal("1300.0")
+    assert book.bids(300) == book.bids()[:300] and book.bids(300)[-1].price == Decimal("700.0")
+    assert book.to_event(levels=40).bids == book.bids()[:40]  # the cache widens to 40
+    book.apply(frame(bids=[("999.0", "0")]))
+    assert book.to_event(levels=40).bids == book.bids()[:40]
+    assert book.bids(40)[0].price == Decimal("998.0")
+    text = book.checksum_text()
+    book.set_precision(2, 8)
+    assert book.checksum_text() != text
+    assert book.checksum_text() == checksum_text_v2(
+        book.asks(10), book.bids(10), price_precision=2, qty_precision=8)

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from protocol.kraken import _codec
 from protocol.kraken._codec import (
     BalanceUpdate,
     BookFrame,
@@ -24,15 +25,14 @@ from protocol.kraken._codec import (
     InstrumentFrame,
     MethodResponse,
     StatusFrame,
-    V1Decoder,
+    _parse_rfc3339_full,
     decode_v2,
     dumps,
     encode_request,
     loads,
-    normalize_v1_symbol,
-    parse_epoch_ns,
     parse_rfc3339_ns,
 )
+from protocol.kraken._codec_v1 import V1Decoder, normalize_v1_symbol, parse_epoch_ns
 from protocol.kraken._errors import DecodeError
 from protocol.messages import (
     BookLevel,
@@ -300,6 +300,15 @@ BAD_FRAMES = [
      "bad_field"),
     ('{"method":"pong","success":"yes"}', "bad_field"),
     ('{"method":7}', "bad_field"),
+    # the inlined book decoder keeps the generic checks
+    ('{"channel":"book","type":"update","data":[{"symbol":"A","bids":0}]}', "bad_field"),
+    ('{"channel":"book","type":"update","data":[{"symbol":"A","asks":"x"}]}', "bad_field"),
+    ('{"channel":"book","type":"update","data":[{"symbol":5}]}', "bad_field"),
+    ('{"channel":"book","type":"update","data":[{"bids":[]}]}', "missing_field"),
+    ('{"channel":"book","data":[]}', "bad_field"),
+    ('{"channel":"book","type":"update"}', "missing_field"),
+    ('{"channel":"book","type":"update","data":[]} x', "invalid_json"),
+    ('{"channel":"book","type":"update","data":[]}{}', "invalid_json"),
 ]
 
 
@@ -414,6 +423,60 @@ def test_rfc3339_round_trip(seconds: int, frac: int) -> None:
 
     text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{frac:09d}Z"
     assert parse_rfc3339_ns(text) == seconds * 1_000_000_000 + frac
+
+
+@settings(max_examples=300, deadline=None)
+@given(seconds=st.integers(0, 4_102_444_799),
+       frac=st.text(alphabet="0123456789", min_size=1, max_size=9),
+       zone=st.sampled_from(["Z", "z", "+00:00", "-01:30"]))
+def test_rfc3339_fast_path_agrees_with_the_full_parser(seconds: int, frac: str, zone: str) -> None:
+    import time
+
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{frac}{zone}"
+    offset = {"Z": 0, "z": 0, "+00:00": 0, "-01:30": -5400}[zone]
+    expected = (seconds - offset) * 1_000_000_000 + int(frac.ljust(9, "0"))
+    assert _parse_rfc3339_full(text) == expected  # primes the per-second cache
+    assert parse_rfc3339_ns(text) == expected  # and now takes the fast path (for "Z")
+
+
+@pytest.mark.parametrize(
+    "tail", [".1234567890Z", ".Z", ".12a4Z", ".+123Z", ".1_2Z", ". 12Z", ".12Zz", ".-1Z"]
+)
+def test_a_cached_second_still_rejects_bad_fractions(tail: str) -> None:
+    assert parse_rfc3339_ns("2023-10-04T16:26:30.5Z") == ns(2023, 10, 4, 16, 26, 30, 500000000)
+    with pytest.raises(DecodeError):
+        parse_rfc3339_ns("2023-10-04T16:26:30" + tail)
+
+
+def test_non_ascii_digits_take_the_full_parser_on_both_paths() -> None:
+    text = "2023-10-04T16:26:30.\u0663Z"  # ARABIC-INDIC DIGIT THREE: the regex's \d takes it
+    parse_rfc3339_ns("2023-10-04T16:26:30.5Z")
+    assert parse_rfc3339_ns(text) == _parse_rfc3339_full(text)
+
+
+def test_timestamp_caches_stay_bounded() -> None:
+    for second in range(_codec._CACHE_MAX + 10):
+        parse_rfc3339_ns(f"2001-01-01T{second // 3600:02d}:{second // 60 % 60:02d}:"
+                         f"{second % 60:02d}.1Z")
+    assert len(_codec._SECOND_EPOCH) <= _codec._CACHE_MAX
+    assert len(_codec._HOUR_EPOCH) <= _codec._CACHE_MAX
+
+
+def test_loads_accepts_surrounding_whitespace_and_refuses_trailing_data() -> None:
+    assert loads(' {"a": 1.5} \n') == {"a": Decimal("1.5")}
+    assert loads(b'{"a":1}') == {"a": 1}
+    for raw in ('{"a":1} x', '{"a":1}{"b":2}', "", " ", "[1,"):
+        with pytest.raises(DecodeError) as info:
+            loads(raw)
+        assert info.value.kind == "invalid_json"
+
+
+def test_v1_decoder_lives_in_its_own_module_and_is_still_exported() -> None:
+    import protocol.kraken as kraken
+    from protocol.kraken import _codec_v1
+
+    assert kraken.V1Decoder is _codec_v1.V1Decoder is V1Decoder
+    assert not hasattr(_codec, "V1Decoder")
 
 
 def test_epoch_text_to_ns_is_exact() -> None:

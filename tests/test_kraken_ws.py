@@ -244,3 +244,63 @@ def test_subscription_validates_its_parameters() -> None:
         Subscription(channel="ohlc", symbols=("BTC/USD",), interval=2)
     sub = Subscription(channel="ohlc", symbols=("BTC/USD",), interval=5)
     assert sub.params() == {"channel": "ohlc", "symbol": ["BTC/USD"], "interval": 5}
+
+
+class _ForwardingSend(trio.abc.SendChannel[MarketEvent]):
+    """A channel that is not a MemorySendChannel: the session must await ``send`` on it."""
+
+    def __init__(self, inner: trio.MemorySendChannel[MarketEvent]) -> None:
+        self.inner = inner
+        self.sends = 0
+
+    async def send(self, value: MarketEvent) -> None:
+        self.sends += 1
+        await self.inner.send(value)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+async def test_a_slow_consumer_blocks_the_feed_and_loses_nothing(wrapped: bool) -> None:
+    """The non-blocking publish path only fills free buffer space; a full channel still blocks.
+
+    The server bursts 600 book messages at once; the consumer has a 2-slot channel and
+    stalls on its first event. Every message must still arrive, verified and in order.
+    """
+    with trio.fail_after(10):
+        async with open_kraken_ws_server(symbols=SYMBOLS, seed=3, burst=600,
+                                         heartbeat_interval=None) as server:
+            session = KrakenWsSession(
+                server.url, subscriptions=[Subscription(channel="book", symbols=tuple(SYMBOLS))],
+                stale_after=5.0, ping_interval=None)
+            send, recv = trio.open_memory_channel[MarketEvent](2)
+            target: trio.abc.SendChannel[MarketEvent] = _ForwardingSend(send) if wrapped else send
+            last: dict[str, BookEvent] = {}
+            times: dict[str, list[int]] = {s: [] for s in SYMBOLS}
+            async with trio.open_nursery() as nursery:
+                await nursery.start(session.run, target)
+                count = 0
+                async for event in recv:
+                    assert isinstance(event, BookEvent)
+                    if count == 0:
+                        await trio.sleep(0.2)  # the feed must wait for us, not drop
+                    count += 1
+                    last[event.symbol] = event
+                    times[event.symbol].append(event.ts_event_ns)
+                    if count == server.burst_message_count:
+                        break
+                stats = session.statistics()
+                books = [session.book(s) for s in SYMBOLS]
+                verified = sum(b.checksums_verified for b in books if b is not None)
+                finals = {b.symbol: b.to_event() for b in books if b is not None}
+                nursery.cancel_scope.cancel()
+    assert stats.checksum_mismatches == 0 and stats.reconnects == 0
+    assert stats.messages_by_channel["book"] == server.burst_message_count
+    assert verified == server.burst_message_count  # every message verified on arrival
+    for symbol in SYMBOLS:
+        assert times[symbol] == sorted(times[symbol])
+        assert last[symbol].bids == finals[symbol].bids
+        assert last[symbol].asks == finals[symbol].asks
+    if wrapped:
+        assert isinstance(target, _ForwardingSend) and target.sends == count

@@ -18,9 +18,9 @@ from ._codec import InstrumentFrame as InstrumentFrame
 from ._codec import InstrumentPair as InstrumentPair
 from ._codec import MethodResponse as MethodResponse
 from ._codec import StatusFrame as StatusFrame
-from ._codec import V1Decoder as V1Decoder
 from ._codec import decode_v2 as decode_v2
 from ._codec import encode_request as encode_request
+from ._codec_v1 import V1Decoder as V1Decoder
 from ._errors import DecodeError as DecodeError
 from ._errors import InsufficientFunds as InsufficientFunds
 from ._errors import InvalidArguments as InvalidArguments

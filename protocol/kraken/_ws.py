@@ -21,7 +21,9 @@ Why no separate relay task: trio-websocket's own reader task already copies fram
 bounded queue and answers WebSocket pings while that queue has room (MODELS.md §2.5: a full
 queue stops pongs). We give that queue ``message_queue_size`` slots (default 1024) instead of
 the library's 1 and read from it in a tight loop, which keeps pongs flowing through bursts
-without paying for a second channel hop per frame.
+without paying for a second channel hop per frame. For the same reason events go out with
+``send_nowait`` while the consumer's memory channel has room and with ``await send`` only once
+it is full (``_publisher``): same backpressure, one pass of trio's run loop less per frame.
 
 Errors inside a connection are recorded on the connection and cancel its nursery instead of
 escaping as exception groups: a transport loss leads to a reconnect, anything else ends ``run``
@@ -572,7 +574,11 @@ class KrakenWsSession:
         private_send: trio.abc.SendChannel[object] | None,
     ) -> None:
         ws = conn.ws
+        by_channel = self._by_channel
+        publish = _publisher(send)
         while True:
+            # The one checkpoint per frame: get_message yields to trio even when a frame is
+            # already queued, so cancellation and other tasks stay prompt.
             raw = await ws.get_message()
             now = trio.current_time()
             conn.last_rx = now
@@ -584,9 +590,15 @@ class KrakenWsSession:
                 self._count_decode_error(exc)
                 continue
             channel = _CHANNEL_OF.get(type(frames[0]), "other") if frames else "empty"
-            self._by_channel[channel] = self._by_channel.get(channel, 0) + 1
+            by_channel[channel] = by_channel.get(channel, 0) + 1
             for frame in frames:
-                await self._handle(conn, frame, send, private_send)
+                # Book frames are nearly all the traffic: handled inline, no coroutine per frame.
+                if type(frame) is BookFrame:
+                    event = self._apply_book(conn, frame)
+                    if event is not None and not publish(event):
+                        await send.send(event)
+                else:
+                    await self._handle(conn, frame, send, private_send, publish)
 
     async def _watchdog(self, conn: _Connection) -> None:
         """Declare the connection dead after ``stale_after`` seconds without any frame.
@@ -610,13 +622,15 @@ class KrakenWsSession:
         frame: object,
         send: trio.abc.SendChannel[MarketEvent],
         private_send: trio.abc.SendChannel[object] | None,
+        publish: Callable[[MarketEvent], bool],
     ) -> None:
         if isinstance(frame, BookFrame):
             event = self._apply_book(conn, frame)
-            if event is not None:
+            if event is not None and not publish(event):
                 await send.send(event)
         elif isinstance(frame, TickerEvent | TradeEvent | CandleEvent):
-            await send.send(frame)
+            if not publish(frame):
+                await send.send(frame)
         elif isinstance(frame, MethodResponse):
             self._on_response(conn, frame)
         elif isinstance(frame, Heartbeat):
@@ -700,6 +714,34 @@ class KrakenWsSession:
             hook(*args)
         except Exception:
             log.exception("kraken ws: observer hook %r failed", hook)
+
+
+def _publisher(send: trio.abc.SendChannel[MarketEvent]) -> Callable[[MarketEvent], bool]:
+    """A non-blocking first try at ``send``: True if the event was taken, False to ``await``.
+
+    ``MemorySendChannel.send`` ends with a checkpoint even when its buffer has room, which
+    costs a full pass of trio's run loop per event: as much as receiving the frame itself
+    (bench/bench_ws.py). The read loop already checkpoints once per frame in ``get_message``,
+    so for a memory channel we try ``send_nowait`` and only ``await send.send`` when the
+    buffer is full: backpressure is unchanged (a full channel still blocks the feed, nothing
+    is dropped). Other channel types always take the awaiting path.
+    """
+    if isinstance(send, trio.MemorySendChannel):
+        send_nowait = send.send_nowait
+
+        def publish(event: MarketEvent) -> bool:
+            try:
+                send_nowait(event)
+            except trio.WouldBlock:
+                return False
+            return True
+
+        return publish
+    return _never
+
+
+def _never(event: MarketEvent) -> bool:
+    return False
 
 
 _CHANNEL_OF: Final[Mapping[type, str]] = {
