@@ -89,6 +89,13 @@ def _decimal(text: str) -> Decimal:
     return value
 
 
+def _positive_decimal(text: str) -> Decimal:
+    value = _decimal(text)
+    if value <= 0:
+        raise ValueError("must be a decimal number > 0")
+    return value
+
+
 def _ratio(text: str) -> Decimal:
     value = _decimal(text)
     if not 0 < value < 1:
@@ -187,9 +194,11 @@ SETTINGS: tuple[Option, ...] = (
     _opt("speed", _non_negative_float, 1.0, "replay speed factor (0 = as fast as possible)"),
     _opt("exit_at_end", _bool, False, "exit when the replay ends (prints the summary)",
          is_flag=True),
-    _opt("cash", _decimal, Decimal("10000"), "starting paper balance in the quote currency"),
+    _opt("cash", _positive_decimal, Decimal("10000"),
+         "starting paper balance in the quote currency"),
     _opt("quote_currency", str, "USD", "the currency paper balances and P&L are counted in"),
-    _opt("order_notional", _decimal, Decimal("100"), "strategy order size in quote currency"),
+    _opt("order_notional", _positive_decimal, Decimal("100"),
+         "strategy order size in quote currency"),
     _opt("max_position_usd", _decimal, Decimal("1000"), "risk: max notional per position"),
     _opt("max_exposure_usd", _decimal, Decimal("5000"), "risk: max total exposure"),
     _opt("max_open_positions", _positive_int, 5, "risk: max simultaneously open positions"),

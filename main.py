@@ -59,7 +59,9 @@ async def run_until_signalled(settings: Settings) -> int:
     # Milliseconds, not seconds: a crashed process restarts within the same second, and a reused
     # client order id would attach the new run's fills to the old run's order.
     run_tag = "r" + _base36(time.time_ns() // 1_000_000)
-    app = build_application(settings, run_tag=run_tag)
+    # Calendar days for the daily-loss limit: Unix time = trio clock + this offset.
+    epoch_offset = time.time() - trio.current_time()
+    app = build_application(settings, run_tag=run_tag, epoch_offset=epoch_offset)
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async def stop_on_signal() -> None:
@@ -117,6 +119,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"main.py: --mode {settings.mode} is not available in this version yet "
               "(its actors are not built); use --mode paper", file=sys.stderr)
         return EXIT_UNSUPPORTED
+    from actors.app import check_settings
+
+    problem = check_settings(settings)
+    if problem is not None:
+        print(f"main.py: error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         return trio.run(run_until_signalled, settings)
     except Exception:

@@ -74,6 +74,7 @@ class CircuitBreaker:
         self._clock = clock
         self._state = BreakerState.CLOSED
         self._reason: str | None = None
+        self._active: dict[str, None] = {}  # every reason it is open for, in trip order
         self._latched = False
         self._opened_at: float | None = None
         self._failures: deque[float] = deque()
@@ -165,17 +166,42 @@ class CircuitBreaker:
             self._open(reason, latch=False)
 
     def trip(self, reason: str, *, latch: bool | None = None) -> None:
-        """Open now. A latched trip stays open until :meth:`reset`; re-tripping an open breaker
-        keeps the first reason (the cause, not the echo) but may add the latch."""
+        """Open now. A latched trip stays open until :meth:`reset`.
+
+        Tripping an open breaker for a *new* reason keeps the first reason as the headline (the
+        cause, not the echo) but remembers the new one too, so resolving one cause (a database
+        that came back) never silently clears another (a restart storm during the outage);
+        listeners hear about it as an OPEN -> OPEN change.
+        """
         latch = self.latching if latch is None else latch
         if self._state is BreakerState.OPEN:
             self._latched = self._latched or latch
+            if reason not in self._active:
+                self._active[reason] = None
+                self._trips += 1
+                self._notify(BreakerState.OPEN, BreakerState.OPEN, reason)
             return
         self._open(reason, latch=latch)
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """Every cause the breaker is open for, first (headline) first."""
+        return tuple(self._active) if self._state is BreakerState.OPEN else ()
+
+    def resolve(self, reason: str, detail: str = "") -> None:
+        """One cause has gone away: close if it was the only one, else stay open for the rest."""
+        if self._state is not BreakerState.OPEN or reason not in self._active:
+            return
+        del self._active[reason]
+        if not self._active:
+            self.reset(detail or f"{reason} resolved")
+        elif self._reason == reason:
+            self._reason = next(iter(self._active))
 
     def reset(self, reason: str = "manual reset") -> None:
         self._latched = False
         self._failures.clear()
+        self._active = {}
         if self._state is not BreakerState.CLOSED:
             self._transition(BreakerState.CLOSED, reason)
 
@@ -190,6 +216,7 @@ class CircuitBreaker:
             self._failures.popleft()
 
     def _open(self, reason: str, *, latch: bool) -> None:
+        self._active = {reason: None}
         self._latched = latch or self.latching
         self._opened_at = self._clock()
         self._trips += 1
@@ -213,6 +240,9 @@ class CircuitBreaker:
             self._open_event.set()
         elif old is BreakerState.OPEN:
             self._open_event = trio.Event()
+        self._notify(old, new, reason)
+
+    def _notify(self, old: BreakerState, new: BreakerState, reason: str) -> None:
         level = logging.WARNING if new is BreakerState.OPEN else logging.INFO
         log.log(level, "breaker %s: %s -> %s (%s)", self.name, old.value, new.value, reason)
         for listener in self._listeners:

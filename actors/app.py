@@ -19,9 +19,11 @@ incarnation fresh clones.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +37,15 @@ from persistence import EquitySnapshot, Store
 from protocol.instruments import PairInfo
 from protocol.kraken import KrakenWsSession, Subscription
 from protocol.kraken._pairs import PairRegistry
-from protocol.messages import BookEvent, Fill, MarketEvent, OrderEvent, OrderRequest, Signal
+from protocol.messages import (
+    BookEvent,
+    Fill,
+    MarketEvent,
+    OrderEvent,
+    OrderRejected,
+    OrderRequest,
+    Signal,
+)
 from trading import ClientOrderIds, Portfolio, RiskEngine, RiskLimits
 from trading.risk import RISK_REASONS
 from trading.strategies import STABLECOINS, Strategy, build_strategies, standard_params
@@ -51,9 +61,9 @@ from ._supervisor import (
     SupervisorGaveUp,
 )
 from .console import ConsoleActor, status_line, summary_table
-from .executor import ExecutorActor, PaperBroker
+from .executor import ExecutionState, ExecutorActor, PaperBroker
 from .feed import FeedActor
-from .journal import DuplicateOrderId, StoreJournal, SystemEvents, restore
+from .journal import DuplicateOrderId, StoreJournal, SystemEvents, probe_write, restore
 from .monitor import MetricsBridge, MonitorActor, feed_ages
 from .recorder import Recorder
 from .replay import ReplayFeed, load_candle_file
@@ -64,6 +74,9 @@ log = logging.getLogger(__name__)
 
 BUNDLED_PAIRS = Path(__file__).resolve().parent.parent / "data" / "kraken_asset_pairs.json"
 ORDER_STATUSES = ("accepted", "filled", "rejected", "cancelled")
+#: Breaker thresholds for storms (DESIGN.md: checksum storms and repeated rejects halt trading).
+CHECKSUM_STORM_COUNT, CHECKSUM_STORM_WINDOW = 10, 60.0
+ORDER_REJECT_COUNT, ORDER_REJECT_WINDOW = 50, 60.0
 #: The paper exchange's "endpoints", as ``trading_exchange_request_duration_seconds{endpoint}``.
 PAPER_ENDPOINTS = ("paper:AddOrder", "paper:CancelAll")
 
@@ -127,6 +140,7 @@ class Application:
         run_tag: str = "paper",
         version: str = "0.1.0",
         backoff: Backoff | None = None,
+        epoch_offset: float = 0.0,
     ) -> None:
         self._backoff = backoff or Backoff(initial=0.5, maximum=30.0, jitter=0.1)
         self.settings = settings
@@ -140,6 +154,14 @@ class Application:
         self.fills: list[Fill] = []  # every fill of this run, in order (reports and tests)
         self._finished = trio.Event()
         self._stop_requested = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._probing = False
+        self._mismatches: dict[str, deque[float]] = {}
+        self._rejects: deque[float] = deque()
+        self._persist_send, self._persist_recv = trio.open_memory_channel[Callable[[], object]](
+            math.inf)  # unbounded on purpose: one item per breaker change, drained in order
+        self.replay_published = 0  # survives feed restarts: a restarted replay resumes
+        self.epoch_offset = epoch_offset
         self.store = store
         self.pairs = load_pairs(self._needed_symbols())
         quote = settings.quote_currency
@@ -164,6 +186,7 @@ class Application:
                                   latency=settings.paper_latency,
                                   fill_id_prefix=f"P{self.run_id}-" if self.run_id else "P")
         self._journal = StoreJournal(store) if store is not None else None
+        self.execution = ExecutionState()  # survives executor restarts (outbox, routing)
         self._strategy_factory = strategy_factory or self._build_strategy
         self.bridge = MetricsBridge(self.metrics, usd_rate=self.portfolio.usd_rate)
 
@@ -245,7 +268,9 @@ class Application:
         def risk(signals: Any, market: Any, order_events: Any, orders: Any, events: Any,
                  **feedback: Any) -> RiskActor:
             return RiskActor(self.engine, self.breaker, signals=signals, market=market,
-                             order_events=order_events, orders=orders, events=events,
+                             order_events=order_events, orders=orders,
+                             events=events if self.store is not None else None,
+                             epoch_clock=self.epoch_time,
                              feedback={k[3:]: v for k, v in feedback.items()},
                              observer=self.bridge)
 
@@ -253,11 +278,14 @@ class Application:
                      **feedback: Any) -> ExecutorActor:
             return ExecutorActor(_TimedBroker(self.broker, self.metrics), orders=orders,
                                  market=market,
-                                 order_events=order_events, signals=signals, events=events,
+                                 order_events=order_events, signals=signals,
+                                 events=events if self.store is not None else None,
                                  feedback={k[3:]: v for k, v in feedback.items()},
-                                 journal=self._journal, observer=_ExecutionTap(self.bridge,
-                                                                               self.fills),
+                                 journal=self._journal,
+                                 observer=_ExecutionTap(self.bridge, self.fills,
+                                                        self._count_order_event),
                                  pairs=self.pairs, prices=self.broker.mids,
+                                 state=self.execution,
                                  on_journal_error=self._on_journal_error)
 
         children = []
@@ -322,11 +350,32 @@ class Application:
         self.metrics.db_write_failed()
         log.error("DATABASE UNAVAILABLE (%s): halting trading until writes succeed again", detail)
         self.breaker.trip("database_unavailable", latch=True)
+        if self._nursery is not None and not self._probing:
+            # The recorder reports its own recovery; a failed write-ahead has nobody retrying
+            # it while trading is halted, so probe the database until a write succeeds.
+            self._probing = True
+            self._nursery.start_soon(self._probe_database)
+
+    async def _probe_database(self) -> None:
+        assert self.store is not None
+        delay = 0.5
+        try:
+            while self.breaker.is_open and "database_unavailable" in self.breaker.reasons:
+                await trio.sleep(delay)
+                try:
+                    await trio.to_thread.run_sync(probe_write, self.store)
+                except Exception as exc:
+                    log.info("database still unavailable (%s)", type(exc).__name__)
+                    delay = min(delay * 2, 10.0)
+                    continue
+                self._on_db_recovered("write probe succeeded")
+        finally:
+            self._probing = False
 
     def _on_db_recovered(self, detail: str) -> None:
         log.warning("database writes succeed again (%s)", detail)
-        if self.breaker.reason == "database_unavailable":
-            self.breaker.reset("database recovered")
+        # Only this cause is cleared: a trip that happened during the outage stays.
+        self.breaker.resolve("database_unavailable", "database recovered")
 
     def _on_tick(self) -> None:
         """Once a second (metrics sampler): an equity snapshot every 10 s."""
@@ -350,7 +399,8 @@ class Application:
     def _feed(self, out: FanOut[MarketEvent]) -> FeedActor | ReplayFeed:
         s = self.settings
         if s.replay:
-            return ReplayFeed([s.replay], out=out, speed=s.speed,
+            return ReplayFeed([s.replay], out=out, speed=s.speed, skip=self.replay_published,
+                              on_publish=self._replay_progress,
                               candle_loader=load_candle_file, symbols=set(self.pairs),
                               on_end=self._replay_finished)
         subscriptions = [
@@ -375,6 +425,32 @@ class Application:
         # The session logs these itself; here they become metrics and persisted events.
         if kind in ("reconnecting", "checksum_mismatch", "stale"):
             self.system.emit(kind, f"feed:{feed}", detail)
+        if kind == "stale":
+            # No fresh prices: nothing may trade on stale books. Clears when the feed is back.
+            self.breaker.trip(f"feed_stale:{feed}", latch=False)
+        elif kind == "connected":
+            self.breaker.resolve(f"feed_stale:{feed}", f"feed {feed} connected again")
+        elif kind == "checksum_mismatch":
+            now = trio.current_time()
+            window = self._mismatches.setdefault(feed, deque())
+            window.append(now)
+            while window and now - window[0] > CHECKSUM_STORM_WINDOW:
+                window.popleft()
+            if len(window) >= CHECKSUM_STORM_COUNT:
+                # Resubscribing fixes one bad book; a storm means the data cannot be trusted.
+                self.breaker.trip(f"checksum_mismatches:{feed}", latch=True)
+
+    def _count_order_event(self, event: OrderEvent) -> None:
+        """Repeated exchange rejects halt trading (DESIGN.md, circuit breaker)."""
+        if not isinstance(event, OrderRejected) or event.reason.startswith("not sent"):
+            return
+        now = trio.current_time()
+        window = self._rejects
+        window.append(now)
+        while window and now - window[0] > ORDER_REJECT_WINDOW:
+            window.popleft()
+        if len(window) >= ORDER_REJECT_COUNT:
+            self.breaker.trip("order_rejects", latch=True)
 
     def observe(self, event: SupervisorEvent) -> None:
         self.actor_states[event.child] = {
@@ -402,22 +478,47 @@ class Application:
             log.critical("CIRCUIT BREAKER TRIPPED (%s): trading halted, open orders cancelled",
                          reason)
             self.system.emit("breaker_trip", name, reason)
-            if self.store is not None and reason != "database_unavailable":
-                try:
-                    self.store.latch_breaker(reason)
-                except Exception as exc:  # the event above still reaches the recorder
-                    log.error("could not persist the breaker latch: %s", exc)
+            transient = reason == "database_unavailable" or reason.startswith("feed_stale")
+            if self.store is not None and not transient:
+                self._persist(functools.partial(self.store.latch_breaker, reason))
         elif new is BreakerState.CLOSED:
             self.system.emit("breaker_reset", name, reason)
             if self.store is not None:
-                try:
-                    self.store.reset_breaker(reason=reason)
-                except Exception as exc:
-                    log.error("could not persist the breaker reset: %s", exc)
+                self._persist(functools.partial(self.store.reset_breaker, reason=reason))
+
+    def _persist(self, write: Callable[[], object]) -> None:
+        """Breaker latches reach the database in order, off the event loop (a slow database
+        must not freeze the feeds or the cancel-all that follows a trip)."""
+        if self._nursery is None:
+            self._run_persist(write)
+        else:
+            self._persist_send.send_nowait(write)
+
+    @staticmethod
+    def _run_persist(write: Callable[[], object]) -> None:
+        try:
+            write()
+        except Exception as exc:  # the system event still reaches the recorder
+            log.error("could not persist the breaker state: %s", exc)
+
+    async def _persister(self) -> None:
+        async for write in self._persist_recv:
+            try:
+                await trio.to_thread.run_sync(write)
+            except Exception as exc:
+                log.error("could not persist the breaker state: %s", exc)
+
+    def _replay_progress(self, published: int) -> None:
+        self.replay_published = published
 
     def _replay_finished(self, published: int) -> None:
         if self.settings.exit_at_end:
             self._stop_requested.set()
+
+    def epoch_time(self) -> float:
+        """Unix time for logic that needs calendar days (daily-loss limit): the trio clock
+        plus the offset main.py measured at start (virtual in backtests)."""
+        return trio.current_time() + self.epoch_offset
 
     def status_line(self) -> str:
         return status_line(self.portfolio, self.breaker,
@@ -442,6 +543,8 @@ class Application:
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._persister)
                 await nursery.start(self._run_root)
                 task_status.started()
                 await self._stop_requested.wait()
@@ -449,6 +552,12 @@ class Application:
                 await self.root.shutdown()
                 nursery.cancel_scope.cancel()
         finally:
+            self._nursery = None
+            while True:  # breaker changes not yet written when the tree stopped
+                try:
+                    self._run_persist(self._persist_recv.receive_nowait())
+                except trio.WouldBlock:
+                    break
             if self.store is not None:
                 try:
                     self.store.end_run()
@@ -518,11 +627,13 @@ class _TimedBroker:
 
 
 class _ExecutionTap:
-    """Forwards execution events to the metrics and keeps this run's fills."""
+    """Forwards execution events to the metrics, keeps this run's fills and counts rejects."""
 
-    def __init__(self, bridge: MetricsBridge, fills: list[Fill]) -> None:
+    def __init__(self, bridge: MetricsBridge, fills: list[Fill],
+                 on_event: Callable[[OrderEvent], None]) -> None:
         self._bridge = bridge
         self._fills = fills
+        self._on_event = on_event
 
     def order_submitted(self, order: OrderRequest, tick_to_order: float) -> None:
         self._bridge.order_submitted(order, tick_to_order)
@@ -531,9 +642,30 @@ class _ExecutionTap:
         self._bridge.order_event(strategy, event)
         if isinstance(event, Fill):
             self._fills.append(event)
+        else:
+            self._on_event(event)
 
 
-def build_application(settings: Settings, *, run_tag: str = "paper") -> Application:
+def check_settings(settings: Settings) -> str | None:
+    """What would make the tree crash on start (an unknown pair or strategy, a strategy
+    parameter it refuses), as one line; None when the settings can run. Checked before the
+    tree starts so a typo exits with status 2 instead of latching a restart-storm breaker."""
+    try:
+        pairs = load_pairs(settings.pairs)
+    except (OSError, ValueError) as exc:
+        return f"--pairs: {exc}"
+    try:
+        for name in settings.strategies:
+            params = standard_params([name], {}, settings.quote_currency, (),
+                                     settings.order_notional)
+            build_strategies([name], params, pairs)
+    except (KeyError, ValueError) as exc:
+        return f"--strategies: {exc}"
+    return None
+
+
+def build_application(settings: Settings, *, run_tag: str = "paper",
+                      epoch_offset: float = 0.0) -> Application:
     # Paper mode: the write-ahead guards against a crash of this process (the paper exchange
     # dies with it), which SQLite's WAL with synchronous=NORMAL survives (the crash tests kill
     # with SIGKILL); FULL adds an fsync per order, 2-9 ms of tick-to-order on this disk
@@ -541,7 +673,7 @@ def build_application(settings: Settings, *, run_tag: str = "paper") -> Applicat
     # other mode keeps FULL.
     sync: Literal["NORMAL", "FULL"] = "NORMAL" if settings.mode == "paper" else "FULL"
     return Application(settings, store=Store(settings.db, sqlite_synchronous=sync),
-                       run_tag=run_tag)
+                       run_tag=run_tag, epoch_offset=epoch_offset)
 
 
 __all__ = ["Application", "build_application", "load_pairs", "market_key"]

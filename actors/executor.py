@@ -20,7 +20,8 @@ are always allowed, even with the breaker open.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
@@ -131,6 +132,36 @@ class _Group:
     failed: bool = False
 
 
+#: How many finished orders keep their strategy routing (late fills of cancelled orders).
+ROUTING_MEMORY = 100_000
+
+
+class ExecutionState:
+    """What must survive an executor restart; owned by the application, not the incarnation.
+
+    ``outbox`` holds events the broker has produced but not yet delivered to every consumer.
+    Each entry is ``[payload, next_target]``: a restart resumes delivery where the cancelled
+    incarnation stopped (a cancelled trio ``send`` delivered nothing), so no fill is lost and
+    none is delivered twice.
+    """
+
+    def __init__(self) -> None:
+        self.outbox: deque[list[Any]] = deque()
+        self.strategy_of: OrderedDict[str, str] = OrderedDict()
+        self.group_of: dict[str, str] = {}
+        self.groups: dict[str, _Group] = {}
+        self.filled: dict[str, Decimal] = {}
+
+
+class _Signals:
+    """An outbox entry carrying unwind signals for risk (one approval unit)."""
+
+    __slots__ = ("signals",)
+
+    def __init__(self, signals: tuple[Signal, ...]) -> None:
+        self.signals = signals
+
+
 class ExecutorActor:
     def __init__(
         self,
@@ -147,6 +178,7 @@ class ExecutorActor:
         pairs: Mapping[str, PairInfo] | None = None,
         on_journal_error: Callable[[BaseException], None] | None = None,
         prices: Callable[[], Mapping[str, Decimal]] | None = None,
+        state: ExecutionState | None = None,
     ) -> None:
         self._prices = prices
         self.broker = broker
@@ -160,12 +192,11 @@ class ExecutorActor:
         self._observer = observer
         self._pairs = dict(pairs or {})
         self._on_journal_error = on_journal_error
-        self._strategy_of: dict[str, str] = {}
-        self._group_of: dict[str, str] = {}
-        self._groups: dict[str, _Group] = {}
-        self._filled: dict[str, Decimal] = {}
+        self.state = state if state is not None else ExecutionState()
+        self._handled = 0
 
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        await self._drain()  # what a cancelled incarnation had not delivered yet
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._market_loop)
             task_status.started()
@@ -175,18 +206,35 @@ class ExecutorActor:
     async def _order_loop(self) -> None:
         async for command in self._orders:
             if isinstance(command, CancelAllOrders):
-                for event in await self.broker.cancel_all(command.reason):
-                    await self._dispatch(event)
+                await self._emit(await self.broker.cancel_all(command.reason))
                 continue
-            for order in command:
+            await self._execute_all(command)
+
+    async def _execute_all(self, legs: tuple[OrderRequest, ...]) -> None:
+        self._handled = 0  # legs that reached the broker (or were refused before it)
+        try:
+            for order in legs:
                 await self._execute(order)
+        except BaseException:
+            sent = self._handled
+            # Cancelled (a restart) before these legs reached the broker: report them rejected
+            # so risk releases their reserved exposure. The outbox survives the restart.
+            for order in legs[sent:]:
+                self._enqueue([OrderRejected(
+                    client_order_id=order.client_order_id, strategy=order.strategy,
+                    symbol=order.symbol, reason="not sent: executor restarted",
+                    ts=trio.current_time())])
+            raise
 
     async def _execute(self, order: OrderRequest) -> None:
-        self._strategy_of[order.client_order_id] = order.strategy
+        st = self.state
+        st.strategy_of[order.client_order_id] = order.strategy
+        while len(st.strategy_of) > ROUTING_MEMORY:
+            st.strategy_of.popitem(last=False)
         if order.group_id is not None and order.group_size > 1:
-            group = self._groups.setdefault(order.group_id, _Group(legs=[]))
+            group = st.groups.setdefault(order.group_id, _Group(legs=[]))
             group.legs.append(order)
-            self._group_of[order.client_order_id] = order.group_id
+            st.group_of[order.client_order_id] = order.group_id
         if self._journal is not None:
             try:
                 await self._journal.record_ahead(order)
@@ -196,75 +244,103 @@ class ExecutorActor:
                           order.client_order_id, exc)
                 if self._on_journal_error is not None:
                     self._on_journal_error(exc)
-                await self._dispatch(OrderRejected(
+                self._handled += 1
+                await self._emit([OrderRejected(
                     client_order_id=order.client_order_id, strategy=order.strategy,
-                    symbol=order.symbol, reason="write_ahead_failed", ts=trio.current_time()))
+                    symbol=order.symbol, reason="write_ahead_failed", ts=trio.current_time())])
                 return
         if self._observer is not None:
             self._observer.order_submitted(order, trio.current_time() - order.ts_recv)
-        for event in await self.broker.submit(order):
-            await self._dispatch(event)
+        events = await self.broker.submit(order)
+        # No checkpoint between the broker's answer and the outbox: see ExecutionState.
+        self._handled += 1
+        await self._emit(events)
 
     async def _market_loop(self) -> None:
         on_market = self.broker.on_market
         async for event in self._market:
-            for order_event in on_market(event):
-                await self._dispatch(order_event)
+            fills = on_market(event)
+            if fills:
+                await self._emit(fills)
 
-    async def _dispatch(self, event: OrderEvent) -> None:
-        cid = event.client_order_id
-        strategy = self._strategy_of.get(cid, "")
-        if self._observer is not None:
-            self._observer.order_event(strategy, event)
-        await self._order_events.send(event)
+    # ------------------------------------------------------------------ delivery
+
+    async def _emit(self, events: Sequence[OrderEvent]) -> None:
+        self._enqueue(events)
+        await self._drain()
+
+    def _enqueue(self, events: Sequence[OrderEvent]) -> None:
+        """Book-keep each event once (synchronously) and queue its deliveries."""
+        outbox = self.state.outbox
+        for event in events:
+            strategy = self.state.strategy_of.get(event.client_order_id, "")
+            if self._observer is not None:
+                self._observer.order_event(strategy, event)
+            outbox.append([event, 0])
+            plan = self._track(event)
+            if plan and self._signals is not None:
+                # Each residue is approved on its own: one refused unwind must not block the rest.
+                outbox.extend([_Signals((signal,)), 0] for signal in plan)
+
+    async def _drain(self) -> None:
+        outbox = self.state.outbox
+        while outbox:
+            entry = outbox[0]
+            targets = self._targets(entry[0])
+            while entry[1] < len(targets):
+                await targets[entry[1]](entry[0])
+                entry[1] += 1
+            outbox.popleft()
+
+    def _targets(self, payload: Any) -> list[Callable[[Any], Awaitable[None]]]:
+        if isinstance(payload, _Signals):
+            assert self._signals is not None
+            send_signals = self._signals.send
+
+            async def send_unwind(item: _Signals) -> None:
+                await send_signals(item.signals)
+
+            return [send_unwind]
+        targets: list[Callable[[Any], Awaitable[None]]] = [self._order_events.send]
         if self._events is not None:
-            await self._events.send(event)
-        if not isinstance(event, OrderAccepted):
-            feedback = self._feedback.get(strategy)
+            targets.append(self._events.send)
+        if not isinstance(payload, OrderAccepted):
+            feedback = self._feedback.get(self.state.strategy_of.get(payload.client_order_id, ""))
             if feedback is not None:
-                await feedback.send(event)
-        await self._track(event)
+                targets.append(feedback.send)
+        return targets
 
-    async def _track(self, event: OrderEvent) -> None:
+    def _track(self, event: OrderEvent) -> list[Signal]:
+        """Group bookkeeping; returns the unwind plan of a group that just failed."""
+        st = self.state
         cid = event.client_order_id
-        group_id = self._group_of.get(cid)
-        group = self._groups.get(group_id) if group_id is not None else None
+        group_id = st.group_of.get(cid)
+        group = st.groups.get(group_id) if group_id is not None else None
         if isinstance(event, Fill):
-            self._filled[cid] = self._filled.get(cid, Decimal(0)) + event.qty
             if group is not None:
+                st.filled[cid] = st.filled.get(cid, Decimal(0)) + event.qty
                 group.fills.append(event)
                 leg = next(o for o in group.legs if o.client_order_id == cid)
-                if self._filled[cid] >= leg.qty:
+                if st.filled[cid] >= leg.qty:
                     group.done.add(cid)
-        elif isinstance(event, OrderRejected | OrderCancelled) and group is not None:
-            group.done.add(cid)
-            group.failed = True
-        if isinstance(event, OrderRejected | OrderCancelled) or (
-            isinstance(event, Fill) and group is None
-        ):
-            self._forget(cid)
-        if group is not None and group_id is not None and len(group.done) == len(group.legs) \
-                and len(group.legs) >= group.legs[0].group_size:
-            del self._groups[group_id]
-            for leg in group.legs:
-                self._forget(leg.client_order_id)
-            if group.failed:
-                await self._unwind(group)
-
-    def _forget(self, cid: str) -> None:
-        # Keep the strategy mapping (late fills of a cancelled order still need routing) but
-        # drop group bookkeeping once an order is done.
-        self._group_of.pop(cid, None)
-
-    async def _unwind(self, group: _Group) -> None:
+        elif isinstance(event, OrderRejected | OrderCancelled):
+            st.filled.pop(cid, None)
+            if group is not None:
+                group.done.add(cid)
+                group.failed = True
+        if group is None or group_id is None or len(group.done) < len(group.legs) \
+                or len(group.legs) < group.legs[0].group_size:
+            return []
+        del st.groups[group_id]
+        for leg in group.legs:
+            st.group_of.pop(leg.client_order_id, None)
+            st.filled.pop(leg.client_order_id, None)
+        if not group.failed:
+            return []
         plan = plan_unwind(group.legs, group.fills, pairs=self._pairs or None,
                            prices=self._prices() if self._prices is not None else None,
                            ts_recv=trio.current_time())
-        if not plan:
-            return
-        log.warning("arbitrage group %s failed a leg: unwinding %d residue trade(s)",
-                    group.legs[0].group_id, len(plan))
-        if self._signals is not None:
-            # Each residue is approved on its own: one refused unwind must not block the rest.
-            for signal in plan:
-                await self._signals.send((signal,))
+        if plan:
+            log.warning("arbitrage group %s failed a leg: unwinding %d residue trade(s)",
+                        group_id, len(plan))
+        return plan

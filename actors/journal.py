@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 import trio
+from sqlalchemy import text
 
 from persistence import Store
 from protocol.instruments import PairInfo
@@ -37,6 +38,13 @@ class DuplicateOrderId(Exception):
     def __init__(self, client_order_id: str) -> None:
         super().__init__(f"client order id {client_order_id!r} is already in the store")
         self.client_order_id = client_order_id
+
+
+def probe_write(store: Store) -> None:
+    """A harmless write transaction: succeeds only when the database accepts writes again."""
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE runs SET version = version WHERE id = :id"),
+                     {"id": store.current_run_id or ""})
 
 
 class StoreJournal:

@@ -193,7 +193,11 @@ class ReplayFeed:
         on_end: Callable[[int], None] | None = None,
         levels: int = 10,
         symbols: set[str] | None = None,
+        skip: int = 0,
+        on_publish: Callable[[int], None] | None = None,
     ) -> None:
+        self._skip = skip  # events a crashed incarnation already published: never re-trade them
+        self._on_publish = on_publish
         self._files = replay_files(paths)
         self._symbols = symbols
         self._out = out
@@ -204,7 +208,7 @@ class ReplayFeed:
         self._level_notional = level_notional
         self._on_end = on_end
         self._levels = levels
-        self.published = 0
+        self.published = skip
 
     def _stream(self, path: Path) -> Iterator[Timed]:
         if path.suffix == ".csv":
@@ -229,8 +233,12 @@ class ReplayFeed:
         task_status.started()
         start = trio.current_time()
         first: float | None = None
+        seen = 0
         for t, event in events:
             if self._symbols is not None and event.symbol not in self._symbols:
+                continue
+            seen += 1
+            if seen <= self._skip:
                 continue
             if first is None:
                 first = t
@@ -241,6 +249,8 @@ class ReplayFeed:
             now = trio.current_time()
             await self._out.send(_restamp(event, now))
             self.published += 1
+            if self._on_publish is not None:
+                self._on_publish(self.published)
         log.info("replay finished: %d events published", self.published)
         if self._on_end is not None:
             self._on_end(self.published)

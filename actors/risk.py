@@ -104,7 +104,16 @@ class RiskActor:
         if isinstance(verdict, RiskRejection):
             await self._reject(batch, verdict)
         elif verdict:
-            await self._orders.send(tuple(verdict))
+            try:
+                await self._orders.send(tuple(verdict))
+            except BaseException:
+                # A cancelled send delivered nothing (trio's guarantee): undo the approval so
+                # the reserved exposure and a pending stop-loss marker are not leaked.
+                for order in verdict:
+                    self.engine.on_order_event(OrderRejected(
+                        client_order_id=order.client_order_id, strategy=order.strategy,
+                        symbol=order.symbol, reason="not sent: risk restarted"))
+                raise
 
     async def _reject(self, batch: tuple[Signal, ...], rejection: RiskRejection) -> None:
         log.info("risk rejected %s %s: %s (%s)", rejection.strategy, rejection.symbol,

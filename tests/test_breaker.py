@@ -87,9 +87,30 @@ async def test_latched_trip_on_a_transport_breaker(autojump_clock: Any) -> None:
     assert breaker.statistics().latched
 
 
-async def test_retrip_keeps_first_reason(autojump_clock: Any) -> None:
+async def test_retrip_keeps_first_reason_and_remembers_the_others(autojump_clock: Any) -> None:
+    changes: list[tuple[str, str, str]] = []
     breaker = CircuitBreaker("trading", latching=True)
+    breaker.add_listener(lambda name, old, new, reason: changes.append((old.value, new.value,
+                                                                       reason)))
     breaker.trip("daily_loss")
     breaker.trip("drawdown")
+    breaker.trip("drawdown")  # an echo of a known cause changes nothing
     assert breaker.reason == "daily_loss"
-    assert breaker.statistics().trips == 1
+    assert breaker.reasons == ("daily_loss", "drawdown")
+    assert breaker.statistics().trips == 2
+    assert changes == [("closed", "open", "daily_loss"), ("open", "open", "drawdown")]
+
+
+async def test_resolving_one_cause_keeps_the_breaker_open_for_the_others(
+        autojump_clock: Any) -> None:
+    breaker = CircuitBreaker("trading", latching=True)
+    breaker.trip("database_unavailable")
+    breaker.trip("restart_storm:strategies")
+    breaker.resolve("database_unavailable", "database recovered")
+    assert breaker.is_open
+    assert breaker.reason == "restart_storm:strategies"
+    breaker.resolve("not_a_cause")
+    assert breaker.is_open
+    breaker.resolve("restart_storm:strategies")
+    assert breaker.state is BreakerState.CLOSED
+    assert breaker.reasons == ()

@@ -32,6 +32,9 @@ def run_main(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
         ([], {"TRADING_MAX_RESTARTS": "many"}, "TRADING_MAX_RESTARTS"),
         ([], {"KRAKEN_WS_URL": "http://x"}, "KRAKEN_WS_URL"),
         (["--no-such-flag"], {}, "--no-such-flag"),
+        (["--strategies", "momentm"], {}, "--strategies"),
+        (["--pairs", "DOGE/XYZ"], {}, "--pairs"),
+        (["--order-notional", "0"], {}, "--order-notional"),
     ],
 )
 def test_bad_value_exits_2_with_one_line_naming_it(args: list[str], env: dict[str, str],

@@ -447,3 +447,18 @@ def test_wide_reads_and_new_precisions_are_not_served_from_stale_caches() -> Non
     assert book.checksum_text() != text
     assert book.checksum_text() == checksum_text_v2(
         book.asks(10), book.bids(10), price_precision=2, qty_precision=8)
+
+
+def test_to_event_builds_the_same_object_as_the_bookevent_constructor() -> None:
+    """``to_event`` fills BookEvent's slots directly (hot path); it must equal the real thing."""
+    from protocol.messages import BookEvent
+
+    book = OrderBook("A", depth=10)
+    lvl = BookLevel(Decimal("1.5"), Decimal("2"))
+    book.apply(BookFrame(symbol="A", is_snapshot=True, bids=(lvl,), asks=(), checksum=None,
+                         ts_event_ns=5, ts_recv=1.25))
+    event = book.to_event(levels=10)
+    expected = BookEvent(symbol="A", bids=(lvl,), asks=(), ts_event_ns=5, ts_recv=1.25)
+    assert type(event) is BookEvent
+    assert event == expected and hash(event) == hash(expected) and repr(event) == repr(expected)
+    assert event.synthetic is False and event.mid is None

@@ -623,3 +623,101 @@ def test_v1_refuses_floats_from_a_careless_parser() -> None:
     with pytest.raises(DecodeError) as info:
         V1Decoder().decode([1, {"a": [[1.5, "2.0", "3"]]}, "book-10", "XBT/USD"], ts_recv=0.0)
     assert info.value.kind == "bad_field"
+
+
+# --------------------------------------------------------------------------- msgspec fast path
+
+HOT_FRAMES = [
+    '{"channel":"book","type":"update","data":[{"symbol":"BTC/USD","bids":[],"asks":'
+    '[{"price":0.5660,"qty":1E-7}],"checksum":4294967295,'
+    '"timestamp":"2023-10-06T17:35:55.440295Z"}]}',
+    '{"channel":"book","type":"snapshot","data":[{"symbol":"A","bids":[{"price":"1.50",'
+    '"qty":2}],"asks":[{"price":123456789.123456789123456789,"qty":0}],"checksum":0}]}',
+    '{"channel":"ticker","type":"update","data":[{"symbol":"BTC/USD","bid":27000.10,'
+    '"bid_qty":0.5660,"ask":27000.2,"ask_qty":1,"last":27000.10,"volume":12.3}]}',
+    '{"channel":"trade","type":"snapshot","data":[{"symbol":"BTC/USD","side":"sell",'
+    '"price":27000.10,"qty":0.00010,"ord_type":"limit","trade_id":13834774380200032777,'
+    '"timestamp":"2023-10-06T17:35:55.440295123Z"}]}',
+]
+
+
+@pytest.mark.parametrize("raw", HOT_FRAMES)
+def test_fast_path_takes_hot_frames_and_matches_the_generic_decoder(raw: str) -> None:
+    fast = _codec._decode_fast(raw, 1.0)
+    assert fast is not None
+    generic = _codec.decode_v2_generic(raw, ts_recv=1.0)
+    assert fast == generic
+    # Equal Decimals can differ in exponent (0.566 vs 0.5660); the text must survive exactly.
+    assert [repr(f) for f in fast] == [repr(f) for f in generic]
+
+
+def test_fast_path_keeps_decimal_text_and_big_ints_exactly() -> None:
+    book, = decode_v2(HOT_FRAMES[0], ts_recv=0.0)
+    assert isinstance(book, BookFrame)
+    assert str(book.asks[0].price) == "0.5660" and str(book.asks[0].qty) == "1E-7"
+    assert book.checksum == 2**32 - 1
+    snap, = decode_v2(HOT_FRAMES[1], ts_recv=0.0)
+    assert isinstance(snap, BookFrame)
+    assert str(snap.bids[0].price) == "1.50"
+    assert snap.asks[0].price == Decimal("123456789.123456789123456789")
+    trade, = decode_v2(HOT_FRAMES[3], ts_recv=0.0)
+    assert isinstance(trade, TradeEvent)
+    assert trade.trade_id == 13834774380200032777 and str(trade.qty) == "0.00010"
+    assert trade.ts_event_ns % 1_000_000_000 == 440295123
+
+
+@pytest.mark.parametrize("raw", [
+    '{"channel":"heartbeat"}',
+    '{"method":"pong","req_id":1}',
+    '{"channel":"status","data":[{"system":"online","api_version":"v2",'
+    '"connection_id":13834774380200032777,"version":"2.0.0"}]}',
+    # refused by the fast path; the generic decoder decides (and refuses, below)
+    '{"channel":"book","type":"update","data":[{"symbol":"A","bids":[{"price":"NaN","qty":1}]}]}',
+    '{"channel":"book","type":"update","data":[{"symbol":"A","checksum":4294967296}]}',
+    '{"channel":"book","type":"update","data":[{"symbol":"A","timestamp":"yesterday"}]}',
+    '{"channel":"trade","type":"update","data":[{"symbol":"A","side":"buy","price":"Infinity",'
+    '"qty":1}]}',
+])
+def test_fast_path_leaves_other_frames_to_the_generic_decoder(raw: str) -> None:
+    assert _codec._decode_fast(raw, 0.0) is None
+
+
+@pytest.mark.parametrize(("raw", "kind"), BAD_FRAMES)
+def test_fast_path_never_accepts_a_malformed_frame(raw: str | bytes, kind: str) -> None:
+    assert _codec._decode_fast(raw, 0.0) is None
+
+
+hot_values = st.one_of(
+    st.decimals(allow_nan=False, allow_infinity=False),
+    st.decimals(allow_nan=False, allow_infinity=False).map(str),
+    st.sampled_from(["NaN", "Infinity", "-1", "0", "x", None, True, 2**32, -1,
+                     "2024-01-02T00:00:00Z"]),
+    st.integers(),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    channel=st.sampled_from(["book", "ticker", "trade"]),
+    kind=st.sampled_from(["snapshot", "update", "other"]),
+    fields=st.dictionaries(
+        st.sampled_from(["symbol", "bids", "asks", "checksum", "timestamp", "bid", "bid_qty",
+                         "ask", "ask_qty", "last", "side", "price", "qty", "trade_id"]),
+        hot_values | st.lists(st.fixed_dictionaries({"price": hot_values, "qty": hot_values}),
+                              max_size=3),
+        max_size=14,
+    ),
+)
+def test_fast_path_agrees_with_the_generic_decoder_on_fuzzed_hot_frames(
+    channel: str, kind: str, fields: dict[str, Any]
+) -> None:
+    raw = dumps({"channel": channel, "type": kind, "data": [fields]})
+    fast = _codec._decode_fast(raw, 0.0)
+    try:
+        generic = _codec.decode_v2_generic(raw, ts_recv=0.0)
+    except DecodeError:
+        assert fast is None  # the fast path accepts only what the generic decoder accepts
+        return
+    if fast is not None:
+        assert fast == generic
+        assert [repr(f) for f in fast] == [repr(f) for f in generic]

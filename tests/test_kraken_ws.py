@@ -304,3 +304,78 @@ async def test_a_slow_consumer_blocks_the_feed_and_loses_nothing(wrapped: bool) 
         assert last[symbol].asks == finals[symbol].asks
     if wrapped:
         assert isinstance(target, _ForwardingSend) and target.sends == count
+
+
+async def test_raw_frame_hook_sees_every_frame_before_decode_and_replays_the_books() -> None:
+    """``on_raw_frame`` records the live session: every text frame, undecodable ones included,
+    in arrival order; replaying the recording through the codec and ``OrderBook`` rebuilds the
+    very books the session published (what paper mode's ``--record FILE`` relies on)."""
+    from protocol.kraken._book import OrderBook
+    from protocol.kraken._codec import BookFrame, InstrumentFrame, decode_v2
+    from protocol.kraken._errors import DecodeError
+
+    recorded: list[str] = []
+    with trio.fail_after(10):
+        async with running(session={"on_raw_frame": recorded.append}) as h:
+            await h.until(lambda: all(
+                (b := h.session.book(s)) is not None and b.checksums_verified >= 10
+                for s in SYMBOLS))
+            h.server.inject_malformed("not json at all")
+            await h.until(lambda: h.session.statistics().decode_errors.get("invalid_json") == 1)
+            await h.books_match_server()
+            h.server.pause()
+            await h.until(lambda: len(recorded) == h.session.statistics().messages_total)
+            stats = h.session.statistics()
+            finals = {s: h.session.book(s) for s in SYMBOLS}
+            h.server.resume()
+    assert len(recorded) == stats.messages_total  # every frame, none twice
+    assert "not json at all" in recorded
+    assert all(isinstance(raw, str) for raw in recorded)
+    books: dict[str, OrderBook] = {}
+    precisions: dict[str, tuple[int, int]] = {}
+    errors = 0
+    for raw in recorded:
+        try:
+            frames = decode_v2(raw, ts_recv=0.0)
+        except DecodeError:
+            errors += 1
+            continue
+        for frame in frames:
+            if isinstance(frame, InstrumentFrame):
+                precisions.update((p.symbol, (p.price_precision, p.qty_precision))
+                                  for p in frame.pairs)
+            elif isinstance(frame, BookFrame):
+                if frame.is_snapshot:
+                    pp, qp = precisions[frame.symbol]
+                    books[frame.symbol] = OrderBook(frame.symbol, depth=10,
+                                                    price_precision=pp, qty_precision=qp)
+                books[frame.symbol].apply(frame)  # raises on any checksum mismatch
+    assert errors == 1
+    for symbol in SYMBOLS:
+        final = finals[symbol]
+        assert final is not None
+        assert books[symbol].bids(10) == final.bids(10)
+        assert books[symbol].asks(10) == final.asks(10)
+        assert books[symbol].checksums_verified == final.checksums_verified
+
+
+async def test_a_failing_raw_frame_hook_is_logged_and_the_feed_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls = 0
+
+    def broken(raw: str) -> None:
+        nonlocal calls
+        calls += 1
+        raise OSError("disk full")
+
+    with trio.fail_after(10):
+        async with running(session={"on_raw_frame": broken}) as h:
+            await h.until(lambda: all(
+                (b := h.session.book(s)) is not None and b.checksums_verified >= 10
+                for s in SYMBOLS))
+            await h.books_match_server()
+            stats = h.session.statistics()
+    assert stats.reconnects == 0 and stats.checksum_mismatches == 0
+    assert calls >= stats.messages_total > 0
+    assert caplog.text.count("on_raw_frame hook failed") == 1

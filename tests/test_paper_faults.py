@@ -154,3 +154,22 @@ async def test_restart_storm_trips_breaker_cancels_orders_and_blocks_new_ones(
     assert app.breaker.reason.startswith("restart_storm")
     assert cancelled, "the resting orders were not cancelled"
     assert all(c.reason.startswith("breaker") for c in cancelled)
+
+
+async def test_stale_feed_halts_trading_until_the_feed_is_back(tmp_path: pathlib.Path) -> None:
+    with trio.fail_after(60):
+        async with open_kraken_ws_server(symbols=["BTC/USD"], updates_per_second=100) as server:
+            settings = settings_for(server.url, tmp_path, "steady", "--stale-after", "0.3")
+            app = Application(settings, strategy_factory=lambda name: ScriptedStrategy(
+                name, signal_every=5), backoff=FAST, run_tag="f3")
+            async with trio.open_nursery() as nursery:
+                await nursery.start(app.run)
+                await wait_until(lambda: len(app.fills) >= 1)
+                server.stall(1.5)
+                await wait_until(lambda: app.breaker.is_open)
+                assert app.breaker.reason == "feed_stale:kraken"
+                assert app.health().halted
+                await wait_until(lambda: not app.breaker.is_open)  # reconnected: trading again
+                before = len(app.fills)
+                await wait_until(lambda: len(app.fills) > before)
+                app.request_stop()

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import zlib
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import fields
 from decimal import Decimal
 from itertools import islice
+from typing import Any
 
 from protocol.kraken._codec import BookFrame
 from protocol.kraken._errors import KrakenError
@@ -521,13 +523,24 @@ class OrderBook:
         Cheap when called after every message: each side's tuple comes from its cache, rebuilt
         only from the best rank the message touched.
         """
-        return BookEvent(
-            symbol=self.symbol,
-            bids=self._bid.best(levels),
-            asks=self._ask.best(levels),
-            ts_event_ns=self._last_ts_event_ns if ts_event_ns is None else ts_event_ns,
-            ts_recv=self._last_ts_recv if ts_recv is None else ts_recv,
-        )
+        bids = self._bid.best(levels)
+        asks = self._ask.best(levels)
+        ts_ns = self._last_ts_event_ns if ts_event_ns is None else ts_event_ns
+        ts = self._last_ts_recv if ts_recv is None else ts_recv
+        setters = _EVENT_SETTERS
+        if setters is None:
+            return BookEvent(symbol=self.symbol, bids=bids, asks=asks, ts_event_ns=ts_ns,
+                             ts_recv=ts)
+        # Slots filled directly: see _event_setters.
+        s0, s1, s2, s3, s4, s5 = setters
+        event: BookEvent = _object_new(BookEvent)
+        s0(event, self.symbol)
+        s1(event, bids)
+        s2(event, asks)
+        s3(event, ts_ns)
+        s4(event, ts)
+        s5(event, False)
+        return event
 
     def __len__(self) -> int:
         return len(self._bid.keys) + len(self._ask.keys)
@@ -537,3 +550,21 @@ class OrderBook:
             f"OrderBook({self.symbol!r}, depth={self.depth}, bids={len(self._bid.keys)}, "
             f"asks={len(self._ask.keys)}, synced={self._synced})"
         )
+
+
+def _event_setters() -> tuple[Callable[[BookEvent, Any], None], ...] | None:
+    """Slot writers of ``BookEvent``, or ``None`` if its shape is not the one expected.
+
+    ``to_event`` runs once per WebSocket message; a frozen dataclass's ``__init__`` sets each
+    field through ``object.__setattr__``, half the cost of the whole call. Writing the slots
+    directly builds an equal object (tests compare both ways). Should ``BookEvent`` gain a
+    field or a ``__post_init__``, this returns ``None`` and ``to_event`` uses the constructor.
+    """
+    names = ("symbol", "bids", "asks", "ts_event_ns", "ts_recv", "synthetic")
+    if tuple(f.name for f in fields(BookEvent)) != names or hasattr(BookEvent, "__post_init__"):
+        return None
+    return tuple(getattr(BookEvent, name).__set__ for name in names)
+
+
+_EVENT_SETTERS = _event_setters()
+_object_new = object.__new__

@@ -15,12 +15,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from protocol.kraken._codec import (
-    BookFrame,
-    Frame,
-    Heartbeat,
-    MethodResponse,
-    StatusFrame,
+from protocol.kraken._codec import BookFrame, Frame, Heartbeat, MethodResponse, StatusFrame
+from protocol.kraken._codec_base import (
     _fail,
     _guarded,
     _int,

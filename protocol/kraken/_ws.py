@@ -37,10 +37,8 @@ import logging
 import random
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Final
-from urllib.parse import urlsplit
+from typing import Any
 
 import trio
 import trio_websocket
@@ -57,122 +55,26 @@ from ._codec import (
     encode_request,
 )
 from ._errors import DecodeError, KrakenError, PermissionDenied, TransportError, error_from_strings
+from ._ws_conn import BOOK_DEPTHS as BOOK_DEPTHS
+from ._ws_conn import (
+    CHANNEL_OF,
+    PRIVATE_METHODS,
+    _Connection,
+    _ConnectionLost,
+    _Pending,
+    open_ws,
+    publisher,
+)
+from ._ws_conn import OHLC_INTERVALS as OHLC_INTERVALS
+from ._ws_conn import PUBLIC_CHANNELS as PUBLIC_CHANNELS
+from ._ws_conn import EventHook as EventHook
+from ._ws_conn import RawFrameHook as RawFrameHook
+from ._ws_conn import StatusHook as StatusHook
+from ._ws_conn import Subscription as Subscription
+from ._ws_conn import TokenProvider as TokenProvider
+from ._ws_conn import WsStatistics as WsStatistics
 
 log = logging.getLogger(__name__)
-
-PUBLIC_CHANNELS: Final = frozenset({"book", "ticker", "trade", "ohlc"})
-BOOK_DEPTHS: Final = frozenset({10, 25, 100, 500, 1000})
-OHLC_INTERVALS: Final = frozenset({1, 5, 15, 30, 60, 240, 1440, 10080, 21600})
-# Methods that act on the account; they get the session token added to their params.
-PRIVATE_METHODS: Final = frozenset(
-    {"add_order", "amend_order", "edit_order", "cancel_order", "cancel_all",
-     "cancel_all_orders_after", "batch_add", "batch_cancel"}
-)
-
-EventHook = Callable[[str, str], None]
-StatusHook = Callable[[StatusFrame], None]
-TokenProvider = Callable[[], Awaitable[str]]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Subscription:
-    """One public channel for a set of symbols (PROTOCOL.md §5.3).
-
-    Args:
-        channel: ``book``, ``ticker``, ``trade`` or ``ohlc``.
-        symbols: v2 symbols such as ``"BTC/USD"``.
-        depth: book depth, one of 10, 25, 100, 500, 1000 (``book`` only).
-        interval: candle interval in minutes (``ohlc`` only).
-        snapshot: ask for a snapshot; ``None`` keeps Kraken's per-channel default.
-    """
-
-    channel: str
-    symbols: tuple[str, ...]
-    depth: int = 10
-    interval: int = 1
-    snapshot: bool | None = None
-
-    def __post_init__(self) -> None:
-        if self.channel not in PUBLIC_CHANNELS:
-            raise ValueError(f"unsupported channel {self.channel!r}")
-        if not self.symbols:
-            raise ValueError("a subscription needs at least one symbol")
-        if self.channel == "book" and self.depth not in BOOK_DEPTHS:
-            raise ValueError(f"book depth must be one of {sorted(BOOK_DEPTHS)}")
-        if self.channel == "ohlc" and self.interval not in OHLC_INTERVALS:
-            raise ValueError(f"ohlc interval must be one of {sorted(OHLC_INTERVALS)}")
-
-    def params(self, symbols: Sequence[str] | None = None) -> dict[str, Any]:
-        """The ``params`` object of a subscribe/unsubscribe request."""
-        params: dict[str, Any] = {"channel": self.channel, "symbol": list(symbols or self.symbols)}
-        if self.channel == "book":
-            params["depth"] = self.depth
-        elif self.channel == "ohlc":
-            params["interval"] = self.interval
-        if self.snapshot is not None:
-            params["snapshot"] = self.snapshot
-        return params
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WsStatistics:
-    """A snapshot of a session's counters (``KrakenWsSession.statistics()``).
-
-    ``last_message_time`` is ``trio.current_time()`` of the last frame received (``None``
-    before the first one); messages are counted per frame channel, once per WebSocket message.
-    """
-
-    connected: bool
-    connections: int
-    reconnects: int
-    stale_disconnects: int
-    checksum_mismatches: int
-    book_resubscribes: int
-    ignored_book_updates: int
-    messages_total: int
-    messages_by_channel: Mapping[str, int]
-    decode_errors: Mapping[str, int]
-    last_message_time: float | None
-
-
-class _ConnectionLost(Exception):
-    """Internal: the current connection is unusable; reconnect."""
-
-
-class _Pending:
-    """Responses gathered for one ``req_id`` until ``expected`` have arrived."""
-
-    __slots__ = ("done", "expected", "responses")
-
-    def __init__(self, expected: int) -> None:
-        self.expected = expected
-        self.responses: list[MethodResponse] = []
-        self.done = trio.Event()
-
-
-class _Connection:
-    """State that lives and dies with one WebSocket connection."""
-
-    def __init__(self, ws: trio_websocket.WebSocketConnection, nursery: trio.Nursery) -> None:
-        self.ws = ws
-        self.nursery = nursery
-        self.token: str | None = None
-        self.lost: str | None = None
-        self.fatal: BaseException | None = None
-        self.closed = False
-        self.last_rx = trio.current_time()
-        self.pending: dict[int, _Pending] = {}
-        self.instruments_ready = trio.Event()
-
-    def lose(self, reason: str) -> None:
-        if self.lost is None and self.fatal is None:
-            self.lost = reason
-        self.nursery.cancel_scope.cancel()
-
-    def fail(self, exc: BaseException) -> None:
-        if self.fatal is None:
-            self.fatal = exc
-        self.nursery.cancel_scope.cancel()
 
 
 class KrakenWsSession:
@@ -194,6 +96,11 @@ class KrakenWsSession:
         on_status: called with every ``status`` frame.
         on_event: observer hook ``(kind, detail)`` for ``connected``, ``reconnecting``,
             ``stale``, ``checksum_mismatch``, ``decode_error``.
+        on_raw_frame: called with every received text frame right after it is read, before
+            it is decoded (undecodable frames included), e.g. to record a live session for
+            replay. It runs inside the read loop, so it must be quick and must not block;
+            an exception it raises is logged (the first one) and the frame is processed as
+            usual.
         request_timeout: seconds to wait for a method response (subscribe acks included).
         connect_timeout: seconds for the TCP + WebSocket handshake.
         message_queue_size: trio-websocket's receive queue (see module docstring).
@@ -215,6 +122,7 @@ class KrakenWsSession:
         seed: int | None = None,
         on_status: StatusHook | None = None,
         on_event: EventHook | None = None,
+        on_raw_frame: RawFrameHook | None = None,
         request_timeout: float = 10.0,
         connect_timeout: float = 10.0,
         message_queue_size: int = 1024,
@@ -237,6 +145,8 @@ class KrakenWsSession:
         self._rng = random.Random(seed)
         self._on_status = on_status
         self._on_event = on_event
+        self._on_raw_frame = on_raw_frame
+        self._raw_hook_failed = False
         self._request_timeout = request_timeout
         self._connect_timeout = connect_timeout
         self._queue_size = message_queue_size
@@ -395,7 +305,10 @@ class KrakenWsSession:
         try:
             async with trio.open_nursery() as ws_nursery:  # trio-websocket's reader task
                 try:
-                    stream, ws = await self._connect(ws_nursery)
+                    stream, ws = await open_ws(
+                        self._url, ws_nursery, connect_timeout=self._connect_timeout,
+                        ssl_context=self._ssl_context, message_queue_size=self._queue_size,
+                        max_message_size=self._max_message_size)
                 except (trio_websocket.HandshakeError, trio_websocket.ConnectionClosed,
                         OSError, trio.TooSlowError) as exc:
                     ws_nursery.cancel_scope.cancel()
@@ -433,35 +346,6 @@ class KrakenWsSession:
                     pending.done.set()  # outside waiters see too few responses
         assert conn is not None
         return subscribed, conn.lost or "closed", conn.fatal
-
-    async def _connect(
-        self, nursery: trio.Nursery
-    ) -> tuple[trio.abc.Stream, trio_websocket.WebSocketConnection]:
-        """Open TCP (+TLS) and the WebSocket handshake; we keep the stream to close it."""
-        parts = urlsplit(self._url)
-        secure = parts.scheme == "wss"
-        host = parts.hostname or ""
-        port = parts.port or (443 if secure else 80)
-        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        host_header = host if port in (80, 443) else f"{host}:{port}"
-        with trio.fail_after(self._connect_timeout):
-            stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
-            if secure:
-                context = self._ssl_context or ssl.create_default_context()
-                stream = await trio.open_ssl_over_tcp_stream(
-                    host, port, ssl_context=context, https_compatible=True)
-            else:
-                stream = await trio.open_tcp_stream(host, port)
-            try:
-                ws = await trio_websocket.wrap_client_stream(
-                    nursery, stream, host_header, resource,
-                    message_queue_size=self._queue_size,
-                    max_message_size=self._max_message_size,
-                )
-            except BaseException:
-                await trio.aclose_forcefully(stream)
-                raise
-        return stream, ws
 
     async def _guard(
         self, conn: _Connection, fn: Callable[..., Awaitable[None]], *args: Any
@@ -575,11 +459,21 @@ class KrakenWsSession:
     ) -> None:
         ws = conn.ws
         by_channel = self._by_channel
-        publish = _publisher(send)
+        publish = publisher(send)
+        on_raw = self._on_raw_frame
         while True:
             # The one checkpoint per frame: get_message yields to trio even when a frame is
             # already queued, so cancellation and other tasks stay prompt.
             raw = await ws.get_message()
+            if on_raw is not None and type(raw) is str:
+                try:
+                    on_raw(raw)
+                except Exception:
+                    # A recorder's bug must not take the feed down with it; log it once, not
+                    # once per frame (a full disk would flood the log at the feed's rate).
+                    if not self._raw_hook_failed:
+                        self._raw_hook_failed = True
+                        log.exception("kraken ws: on_raw_frame hook failed (logged once)")
             now = trio.current_time()
             conn.last_rx = now
             self._last_message = now
@@ -589,7 +483,7 @@ class KrakenWsSession:
             except DecodeError as exc:
                 self._count_decode_error(exc)
                 continue
-            channel = _CHANNEL_OF.get(type(frames[0]), "other") if frames else "empty"
+            channel = CHANNEL_OF.get(type(frames[0]), "other") if frames else "empty"
             by_channel[channel] = by_channel.get(channel, 0) + 1
             for frame in frames:
                 # Book frames are nearly all the traffic: handled inline, no coroutine per frame.
@@ -714,43 +608,3 @@ class KrakenWsSession:
             hook(*args)
         except Exception:
             log.exception("kraken ws: observer hook %r failed", hook)
-
-
-def _publisher(send: trio.abc.SendChannel[MarketEvent]) -> Callable[[MarketEvent], bool]:
-    """A non-blocking first try at ``send``: True if the event was taken, False to ``await``.
-
-    ``MemorySendChannel.send`` ends with a checkpoint even when its buffer has room, which
-    costs a full pass of trio's run loop per event: as much as receiving the frame itself
-    (bench/bench_ws.py). The read loop already checkpoints once per frame in ``get_message``,
-    so for a memory channel we try ``send_nowait`` and only ``await send.send`` when the
-    buffer is full: backpressure is unchanged (a full channel still blocks the feed, nothing
-    is dropped). Other channel types always take the awaiting path.
-    """
-    if isinstance(send, trio.MemorySendChannel):
-        send_nowait = send.send_nowait
-
-        def publish(event: MarketEvent) -> bool:
-            try:
-                send_nowait(event)
-            except trio.WouldBlock:
-                return False
-            return True
-
-        return publish
-    return _never
-
-
-def _never(event: MarketEvent) -> bool:
-    return False
-
-
-_CHANNEL_OF: Final[Mapping[type, str]] = {
-    BookFrame: "book",
-    TickerEvent: "ticker",
-    TradeEvent: "trade",
-    CandleEvent: "ohlc",
-    Heartbeat: "heartbeat",
-    MethodResponse: "method",
-    InstrumentFrame: "instrument",
-    StatusFrame: "status",
-}
