@@ -69,6 +69,7 @@ class RiskActor:
         observer: RiskObserver | None = None,
         epoch_clock: Callable[[], float] | None = None,
         halt_check_interval: float = 1.0,
+        halt_checks: bool = True,
     ) -> None:
         self.engine = engine
         self.breaker = breaker
@@ -82,6 +83,9 @@ class RiskActor:
         # Daily-loss days are UTC days of the exchange's time; in backtests the clock is virtual.
         self._epoch_clock = epoch_clock or trio.current_time
         self._halt_check_interval = halt_check_interval
+        # False when the owner runs the daily-loss / drawdown check itself (the actor backtest
+        # runs it at the fast loop's equity samples): no check after fills, no timer.
+        self._halt_checks = halt_checks
 
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -143,7 +147,8 @@ class RiskActor:
             if isinstance(event, Fill):
                 if self._observer is not None:
                     self._observer.portfolio_changed(self.engine)
-                self._check_halt()
+                if self._halt_checks:
+                    self._check_halt()
 
     # ------------------------------------------------------------------ the gate
 
@@ -158,6 +163,8 @@ class RiskActor:
             log.warning("trading breaker closed: approving orders again")
 
     async def _halt_timer(self) -> None:
+        if not self._halt_checks:
+            return
         while True:
             await trio.sleep(self._halt_check_interval)
             self._check_halt()

@@ -19,6 +19,10 @@ second leg sees the first leg's fill before the risk actor has booked it: it is 
 view, equal to the ledger's whenever the actors are idle. Event timestamps are the market time
 of the last candle or book seen (not ``trio.current_time()``), so the fills are the same
 objects the fast loop produces.
+
+:meth:`CandleBroker.has_work` tells the replay, before it delivers a candle, whether the candle
+fills anything (an order waiting for the symbol's open, or a resting limit of the symbol that
+the range goes strictly beyond), so a candle that fills nothing costs the executor no wake-up.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from protocol.messages import (
     OrderRejected,
     OrderRequest,
     OrderType,
+    Side,
 )
 from trading import PaperMatcher
 
@@ -83,13 +88,27 @@ class CandleBroker:
         self._books: dict[str, BookEvent] = {}
         self._pending: dict[str, list[OrderRequest]] = {}
         self._resting = False
+        # symbol -> (side, limit) of the resting limits, refreshed whenever the matcher's book
+        # of resting orders may have changed (every change goes through this broker).
+        self._limits: dict[str, list[tuple[Side, Decimal]]] = {}
         self._now = 0.0
 
     # ------------------------------------------------------------------ queries
 
-    def has_work(self, symbol: str) -> bool:
-        """True when a candle of ``symbol`` would fill something (pending or resting orders)."""
-        return symbol in self._pending or self._resting
+    def has_work(self, candle: CandleEvent) -> bool:
+        """True when ``candle`` would fill something: an order waiting for its symbol's next
+        open, or a resting limit of its symbol that its range goes strictly beyond (the
+        matcher's rule, ``PaperMatcher.on_candle``)."""
+        sym = candle.symbol
+        if sym in self._pending:
+            return True
+        limits = self._limits.get(sym)
+        if limits:
+            low, high = candle.low, candle.high
+            for side, price in limits:
+                if low < price if side is Side.BUY else high > price:
+                    return True
+        return False
 
     def pending(self) -> dict[str, int]:
         """Orders still waiting for a next open, counted by symbol."""
@@ -106,7 +125,7 @@ class CandleBroker:
 
     async def cancel_all(self, reason: str) -> list[OrderEvent]:
         events = self.matcher.cancel_all(now=self._now, reason=reason)
-        self._resting = bool(self.matcher.open_orders())
+        self._refresh_resting()
         return list(events)
 
     def on_market(self, event: MarketEvent) -> list[OrderEvent]:
@@ -122,7 +141,7 @@ class CandleBroker:
                 fills = self.matcher.on_candle(event, now=self._now)
                 if fills:
                     out.extend(self._settle(fills))
-                    self._resting = bool(self.matcher.open_orders())
+                    self._refresh_resting()
             return out
         if isinstance(event, BookEvent):
             # Synthetic close books: what immediate orders execute against. They never fill
@@ -143,8 +162,20 @@ class CandleBroker:
         events = self._settle(self.matcher.submit(order, book, available=self._available,
                                                   now=self._now))
         if order.order_type is OrderType.LIMIT:
-            self._resting = bool(self.matcher.open_orders())
+            self._refresh_resting()
         return events
+
+    def _refresh_resting(self) -> None:
+        # A stale entry could only make has_work say True for nothing (an extra stage); a
+        # missing one would make the replay skip a fill, which it detects and fails on.
+        open_orders = self.matcher.open_orders()
+        limits: dict[str, list[tuple[Side, Decimal]]] = {}
+        for oo in open_orders:
+            if oo.order.limit_price is not None:
+                limits.setdefault(oo.order.symbol, []).append(
+                    (oo.order.side, oo.order.limit_price))
+        self._limits = limits
+        self._resting = bool(open_orders)
 
     def _settle(self, events: Iterable[OrderEvent]) -> list[OrderEvent]:
         """Book fills into the exchange balances with the ledger's arithmetic."""
