@@ -77,6 +77,7 @@ ORDER_STATUSES = ("accepted", "filled", "rejected", "cancelled")
 #: Breaker thresholds for storms (DESIGN.md: checksum storms and repeated rejects halt trading).
 CHECKSUM_STORM_COUNT, CHECKSUM_STORM_WINDOW = 10, 60.0
 ORDER_REJECT_COUNT, ORDER_REJECT_WINDOW = 50, 60.0
+VALIDATION_REJECTS = ("EOrder:", "EGeneral:Invalid", "not sent", "write_ahead_failed")
 #: The paper exchange's "endpoints", as ``trading_exchange_request_duration_seconds{endpoint}``.
 PAPER_ENDPOINTS = ("paper:AddOrder", "paper:CancelAll")
 
@@ -441,8 +442,13 @@ class Application:
                 self.breaker.trip(f"checksum_mismatches:{feed}", latch=True)
 
     def _count_order_event(self, event: OrderEvent) -> None:
-        """Repeated exchange rejects halt trading (DESIGN.md, circuit breaker)."""
-        if not isinstance(event, OrderRejected) or event.reason.startswith("not sent"):
+        """Repeated exchange rejects halt trading (DESIGN.md, circuit breaker).
+
+        Validation rejects (funds, minimums, precision: ``EOrder:``/``EGeneral:Invalid``) are
+        a strategy sizing its orders badly, counted per strategy in the metrics; they are not
+        an exchange in trouble and do not count towards the storm.
+        """
+        if not isinstance(event, OrderRejected) or event.reason.startswith(VALIDATION_REJECTS):
             return
         now = trio.current_time()
         window = self._rejects
