@@ -71,6 +71,8 @@ RECORDABLE_TYPES: tuple[type, ...] = (
     BalanceSnapshot,
 )
 
+_EXACT_TYPES = frozenset(RECORDABLE_TYPES)
+
 
 class BatchWriter(Protocol):
     """What the recorder needs from a store (``persistence.Store`` satisfies it)."""
@@ -114,6 +116,9 @@ class Recorder:
         in_thread: run ``write_batch`` in a worker thread (default). ``False`` calls it inline,
             which blocks the event loop but keeps virtual-time backtests deterministic
             (no real I/O racing MockClock's autojump; SUPERVISION.md §6 caveat 1).
+        drain_interval: while a write runs in the worker thread, events wait in the channel
+            and are taken in bursts this often (seconds): the longest a producer can wait on
+            a full channel while the backlog still has room.
         timer: real-time clock for the write-latency measurement only.
     """
 
@@ -134,6 +139,7 @@ class Recorder:
         retry_max: float = 10.0,
         shutdown_timeout: float = 5.0,
         in_thread: bool = True,
+        drain_interval: float = 0.002,
         timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         if batch_size < 1 or max_backlog < batch_size:
@@ -171,6 +177,8 @@ class Recorder:
         self._failed = 0
         self._full_episodes = 0
         self._failing_since: float | None = None
+        self._drain_interval = drain_interval
+        self._writing: trio.Event | None = None  # set when the write in the worker thread ends
 
     def statistics(self) -> RecorderStatistics:
         return RecorderStatistics(
@@ -224,7 +232,8 @@ class Recorder:
         self._work.set()
 
     def _accept(self, event: Recordable) -> None:
-        if not isinstance(event, RECORDABLE_TYPES):
+        # exact-type set lookup first: cheaper than isinstance over ten types, per event
+        if type(event) not in _EXACT_TYPES and not isinstance(event, RECORDABLE_TYPES):
             # not something the store can hold: keeping it would wedge the batch forever
             log.error("recorder: dropping unrecordable %s", type(event).__name__)
             return
@@ -257,6 +266,18 @@ class Recorder:
             if self._full and len(self._backlog) <= self._max_backlog // 2:
                 self._full = False
                 log.warning("recorder backlog drained to %d events", len(self._backlog))
+            if self._writing is not None and self._receive_nowait is not None:
+                # A write is in flight, so nothing received now can be written before it ends:
+                # let events gather in the channel's buffer and take them in bursts (at the
+                # write's end, or every ``drain_interval`` so producers never wait on a full
+                # buffer for longer than that) instead of one wake-up per event. Each wake-up
+                # costs the event loop about as much as the producer's own send, and the
+                # worker thread needs that time (the GIL) to write.
+                with trio.move_on_after(self._drain_interval):
+                    await self._writing.wait()
+                if self._drain():
+                    return
+                continue
             try:
                 event = await self._receive.receive()
             except (trio.EndOfChannel, trio.ClosedResourceError):
@@ -266,15 +287,29 @@ class Recorder:
             self._accept(event)
             # Take what else is already buffered without a checkpoint per event: one trip
             # through the scheduler per burst instead of per event (bench_recorder.py).
-            if self._receive_nowait is not None:
-                room = self._max_backlog - len(self._backlog)
-                while room > 0:
-                    try:
-                        event = self._receive_nowait()
-                    except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                        break  # the awaited receive above reports the end of the channel
-                    self._accept(event)
-                    room -= 1
+            if self._receive_nowait is not None and self._drain():
+                return
+
+    def _drain(self) -> bool:
+        """Move what the channel holds into the backlog (up to its bound), without waiting.
+
+        Returns True once the channel has ended (``_closed`` is set and the writer told).
+        """
+        receive_nowait = self._receive_nowait
+        assert receive_nowait is not None
+        accept = self._accept
+        room = self._max_backlog - len(self._backlog)
+        try:
+            while room > 0:
+                accept(receive_nowait())
+                room -= 1
+        except trio.WouldBlock:
+            pass
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            self._closed = True
+            self._notify_work()
+            return True
+        return False
 
     # ------------------------------------------------------------------ writing
 
@@ -308,7 +343,12 @@ class Recorder:
         started_at = trio.current_time()
         try:
             if self._in_thread:
-                await trio.to_thread.run_sync(self._store.write_batch, batch)
+                self._writing = trio.Event()
+                try:
+                    await trio.to_thread.run_sync(self._store.write_batch, batch)
+                finally:
+                    self._writing.set()
+                    self._writing = None
             else:
                 self._store.write_batch(batch)
         except Exception as exc:  # any failure keeps the batch; Cancelled is not an Exception

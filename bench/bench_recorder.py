@@ -1,9 +1,10 @@
 """Recorder write throughput against a raw DB-API executemany of the same rows.
 
 For each database (SQLite always; PostgreSQL when ``TEST_DATABASE_URL`` is set or a server
-answers on 127.0.0.1:5432) it writes N fills three ways in the same run:
+answers on 127.0.0.1:5432) it writes N fills four ways in the same run:
 
-* ``raw``: DB-API ``cursor.executemany`` of the fill rows, one commit per 500 rows (the floor);
+* ``raw``: DB-API ``cursor.executemany`` of the fill rows, one commit per 500 rows (the
+  reference; the store itself writes set-based statements, see ``persistence/_bulk.py``);
 * ``recorder``: the ``Recorder`` actor end to end (trio channel → batches of 500 →
   ``trio.to_thread.run_sync(Store.write_batch)``), fills of orders the store does not know;
 * ``recorder+orders``: the same, but every fill belongs to an order written ahead, so each batch
@@ -11,15 +12,19 @@ answers on 127.0.0.1:5432) it writes N fills three ways in the same run:
 * ``store.write_batch``: the store alone, batches of 500, no channel and no thread (what is
   left of the recorder's cost is the per-event trio channel hop).
 
-and prints events/second and the ratio to raw (target: ``recorder`` >= 50 % of raw).
+and prints events/second and the ratio to raw (target: ``recorder`` >= 50 % of raw). The paths
+run in interleaved rounds (default 3) and the medians are printed, with each ratio taken
+against the raw run of the same round: on a shared machine, load moves between runs.
 
-Run: ``.venv/bin/python bench/bench_recorder.py [N]`` (default 20000; under ~20 s).
+Run: ``.venv/bin/python bench/bench_recorder.py [N] [ROUNDS]`` (default 20000 and 3; about
+30 s on a loaded 2-core box).
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
+import statistics
 import sys
 import tempfile
 import time
@@ -117,50 +122,60 @@ async def through_recorder(store: Store, fills: list[Fill]) -> float:
     return time.perf_counter() - t0
 
 
-def bench(name: str, url: str, n: int) -> None:
+def one_round(store: Store, n: int, tag: str) -> dict[str, float]:
+    """Each path once on fresh rows; returns events/second per path."""
+    secs = {"raw executemany": raw_executemany(store, make_fills(n, f"{tag}raw"))}
+    secs["recorder"] = trio.run(through_recorder, store, make_fills(n, f"{tag}rec"))
+    with_orders = make_fills(n, f"{tag}ord")
+    for i in range(0, n, BATCH):
+        store.write_batch(
+            [
+                OrderRequest(
+                    client_order_id=f.client_order_id,
+                    strategy=f.strategy,
+                    symbol=f.symbol,
+                    side=f.side,
+                    qty=f.qty * 2,
+                )
+                for f in with_orders[i : i + BATCH]
+            ]
+        )
+    if store.engine.dialect.name == "postgresql":
+        # fresh statistics, as autovacuum keeps them in a running system: without them the
+        # planner still believes ``orders`` is empty and scans it for every UPDATE
+        with store.engine.begin() as conn:
+            conn.execute(sa.text("ANALYZE orders"))
+    secs["recorder+orders"] = trio.run(through_recorder, store, with_orders)
+    # the store alone (no channel, no thread): splits the recorder's cost into the store's
+    # write path and the per-event trio channel hop
+    direct = make_fills(n, f"{tag}dir")
+    t0 = time.perf_counter()
+    for i in range(0, n, BATCH):
+        store.write_batch(direct[i : i + BATCH])
+    secs["store.write_batch"] = time.perf_counter() - t0
+    return {k: n / v for k, v in secs.items()}
+
+
+def bench(name: str, url: str, n: int, rounds: int) -> None:
     store = Store(url, sqlite_synchronous="FULL")
     try:
         store.start_run(mode="bench")
-        raw_s = raw_executemany(store, make_fills(n, "raw"))
-        rec_s = trio.run(through_recorder, store, make_fills(n, "rec"))
-        # the store alone (no channel, no thread): splits the recorder's cost into the
-        # store's write path and the per-event trio channel hop
-        direct = make_fills(n, "dir")
-        t0 = time.perf_counter()
-        for i in range(0, n, BATCH):
-            store.write_batch(direct[i : i + BATCH])
-        dir_s = time.perf_counter() - t0
-        with_orders = make_fills(n, "ord")
-        for i in range(0, n, BATCH):
-            store.write_batch(
-                [
-                    OrderRequest(
-                        client_order_id=f.client_order_id,
-                        strategy=f.strategy,
-                        symbol=f.symbol,
-                        side=f.side,
-                        qty=f.qty * 2,
-                    )
-                    for f in with_orders[i : i + BATCH]
-                ]
-            )
-        if store.engine.dialect.name == "postgresql":
-            # fresh statistics, as autovacuum keeps them in a running system: without them the
-            # planner still believes ``orders`` is empty and scans it for every UPDATE
-            with store.engine.begin() as conn:
-                conn.execute(sa.text("ANALYZE orders"))
-        ord_s = trio.run(through_recorder, store, with_orders)
+        # Rounds interleave the paths, so a burst of load on a shared machine hits all of them
+        # rather than one; each ratio compares a path with the raw run of the same round.
+        results = [one_round(store, n, f"r{r}-") for r in range(rounds)]
         with store.engine.connect() as conn:
             count = conn.execute(sa.text("select count(*) from fills")).scalar()
-        assert count == 4 * n, count
+        assert count == 4 * n * rounds, count
     finally:
         store.close()
-    raw_eps = n / raw_s
-    print(f"{name:<11} raw executemany   {raw_eps:>10,.0f} events/s")
-    for label, secs in (("recorder", rec_s), ("recorder+orders", ord_s),
-                        ("store.write_batch", dir_s)):
-        eps = n / secs
-        print(f"{name:<11} {label:<17} {eps:>10,.0f} events/s   ratio {eps / raw_eps:6.1%}")
+    for label in results[0]:
+        eps = statistics.median(r[label] for r in results)
+        line = f"{name:<11} {label:<17} {eps:>10,.0f} events/s"
+        if label != "raw executemany":
+            ratios = [r[label] / r["raw executemany"] for r in results]
+            line += (f"   ratio {statistics.median(ratios):6.1%} "
+                     f"(rounds {min(ratios):.0%}..{max(ratios):.0%})")
+        print(line)
 
 
 def pg_url() -> str | None:
@@ -178,9 +193,11 @@ def pg_url() -> str | None:
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
-    print(f"N = {n} fills per path, batch size {BATCH}, one transaction per batch")
+    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    print(f"N = {n} fills per path and round, {rounds} rounds (medians), batch size {BATCH}, "
+          f"one transaction per batch; load average {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory() as tmp:
-        bench("sqlite", f"sqlite:///{pathlib.Path(tmp) / 'bench.db'}", n)
+        bench("sqlite", f"sqlite:///{pathlib.Path(tmp) / 'bench.db'}", n, rounds)
     url = pg_url()
     if url is None:
         return
@@ -190,7 +207,7 @@ def main() -> None:
         conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     try:
         scoped = make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
-        bench("postgresql", scoped.render_as_string(hide_password=False), n)
+        bench("postgresql", scoped.render_as_string(hide_password=False), n, rounds)
     finally:
         with admin.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))

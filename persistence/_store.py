@@ -86,11 +86,10 @@ _ORDERS: Table = Order.__table__  # type: ignore[assignment]
 _FILLS: Table = FillRow.__table__  # type: ignore[assignment]
 _HISTORY: Table = OrderStatusHistory.__table__  # type: ignore[assignment]
 _TERMINAL = tuple(s.value for s in OrderStatus if s.is_terminal)
-_CHUNK = 500  # ids per IN (...) list: far below SQLite's and PostgreSQL's parameter limits
 _SECRET_KEY = re.compile(r"secret|passw|passphrase|token|api_?key|private|credential|otp", re.I)
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
 DEFAULT_BREAKER = "trading"
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_EPOCH_NAIVE = dt.datetime(1970, 1, 1)  # UTC
 # column orders of the bulk statements (``_bulk``); the tuples built below follow them
 _ORDER_COLUMNS = (
     "client_order_id", "exchange_order_id", "run_id", "strategy", "symbol", "side", "type",
@@ -137,11 +136,6 @@ def redact_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def _decimal(value: Any) -> Decimal:
     return value if isinstance(value, Decimal) else Decimal(str(value))
-
-
-def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
-    for i in range(0, len(items), _CHUNK):
-        yield items[i : i + _CHUNK]
 
 
 class Store(StoreReports):
@@ -317,32 +311,22 @@ class Store(StoreReports):
         bulk = self._bulk
         now = bulk.ts(self._clock())
         zero = bulk.money(ZERO)
-        existing = self._existing(conn, _ORDERS.c.client_order_id,
-                                  [o.client_order_id for o in orders])
-        new_rows: list[tuple[Any, ...]] = []
+        rows: dict[str, tuple[Any, ...]] = {}
         for o in orders:
-            if o.client_order_id in existing:
-                continue
-            existing.add(o.client_order_id)  # the same order twice in one batch: once
-            new_rows.append((
+            if o.client_order_id in rows:
+                continue  # the same order twice in one batch: once
+            rows[o.client_order_id] = (
                 o.client_order_id, None, run_id, o.strategy, o.symbol, o.side.value,
                 o.order_type.value, bulk.money(o.qty), bulk.money(o.limit_price),
                 OrderStatus.PENDING.value, zero, o.group_id, o.reduce_only, now, now,
-            ))
-        if not new_rows:
-            return 0
-        bulk.executemany(conn, bulk.insert(_ORDERS.name, _ORDER_COLUMNS,
-                                           conflict="client_order_id"), new_rows)
-        bulk.executemany(conn, bulk.insert(_HISTORY.name, _HISTORY_COLUMNS),
-                         [(r[0], "pending", now, "written ahead") for r in new_rows])
-        return len(new_rows)
-
-    def _existing(self, conn: Connection, column: Any, keys: Sequence[str]) -> set[str]:
-        found: set[str] = set()
-        for part in _chunks(keys):
-            sql = self._bulk.select_in(column.table.name, column.name, len(part))
-            found.update(conn.exec_driver_sql(sql, tuple(part)).scalars())
-        return found
+            )
+        # ON CONFLICT DO NOTHING ... RETURNING: the orders already known are skipped and only
+        # the new ones get a "written ahead" history row
+        new = set(bulk.insert(conn, _ORDERS, _ORDER_COLUMNS, list(rows.values()),
+                              conflict="client_order_id", returning="client_order_id"))
+        bulk.insert(conn, _HISTORY, _HISTORY_COLUMNS,
+                    [(k, "pending", now, "written ahead") for k in rows if k in new])
+        return len(new)
 
     # ------------------------------------------------------------------ batches
 
@@ -459,36 +443,31 @@ class Store(StoreReports):
     ) -> None:
         # One SELECT loads every affected order; the events are then applied in Python in batch
         # order and only real changes are written back, so a replayed batch is a no-op.
+        bulk = self._bulk
         ids = sorted({e.client_order_id for e in events})
         state: dict[str, dict[str, Any]] = {}
-        for part in _chunks(ids):
-            sql = self._bulk.select_in(_ORDERS.name, "client_order_id", len(part),
-                                       columns=_ORDER_STATE_COLUMNS)
-            for row in conn.exec_driver_sql(sql, tuple(part)):
-                # driver-level rows: money comes back as text on SQLite, Decimal on PostgreSQL
-                state[row[0]] = {
-                    "client_order_id": row[0],
-                    "run_id": row[1],
-                    "status": row[2],
-                    "quantity": _decimal(row[3]),
-                    "filled_qty": _decimal(row[4]),
-                    "exchange_order_id": row[5],
-                }
+        for row in bulk.select_in(conn, _ORDERS, "client_order_id", ids,
+                                  columns=_ORDER_STATE_COLUMNS):
+            # driver-level rows: money comes back as text on SQLite, Decimal on PostgreSQL
+            state[row[0]] = {
+                "client_order_id": row[0],
+                "run_id": row[1],
+                "status": row[2],
+                "quantity": _decimal(row[3]),
+                "filled_qty": _decimal(row[4]),
+                "exchange_order_id": row[5],
+            }
         before = {k: dict(v) for k, v in state.items()}
-        # Fills already stored (a replay) are skipped: one indexed lookup per batch. The INSERT
-        # keeps ON CONFLICT DO NOTHING as the backstop. (RETURNING would name the new rows
-        # too, but forces one huge multi-VALUES statement that psycopg re-parses every time.)
-        known = self._existing(conn, _FILLS.c.fill_id, list(fills)) if fills else set()
-        inserted = set(fills) - known
-        bulk = self._bulk
         now_db = bulk.ts(now)
-        if inserted:
-            money, ts, epoch = bulk.money, bulk.ts, _EPOCH
+        inserted: set[str] = set()
+        if fills:
+            money, ts, epoch = bulk.money, bulk.ts_utc_naive, _EPOCH_NAIVE
             fill_rows = []
+            tracked = False  # some fill belongs to a known order: we must learn which are new
             for f in fills.values():
-                if f.fill_id in known:
-                    continue
                 o = state.get(f.client_order_id)
+                if o is not None:
+                    tracked = True
                 fill_rows.append((
                     f.fill_id,
                     f.client_order_id,
@@ -507,8 +486,11 @@ class Store(StoreReports):
                     if f.ts_event_ns
                     else now_db,
                 ))
-            bulk.executemany(conn, bulk.insert(_FILLS.name, _FILL_COLUMNS, conflict="fill_id"),
-                             fill_rows)
+            # ON CONFLICT DO NOTHING skips fills already stored (a replay); RETURNING names the
+            # new ones, whose quantities advance their orders (only needed when we know one)
+            inserted.update(bulk.insert(conn, _FILLS, _FILL_COLUMNS, fill_rows,
+                                        conflict="fill_id",
+                                        returning="fill_id" if tracked else None))
         history: list[tuple[Any, ...]] = []
 
         def move(o: dict[str, Any], status: str, detail: str) -> None:
@@ -543,11 +525,8 @@ class Store(StoreReports):
             for k, o in state.items()
             if o != before[k]
         ]
-        # executemany: in-process on SQLite, pipelined by psycopg 3 on PostgreSQL (one
-        # parsed statement, no round trip per row)
-        bulk.executemany(conn, bulk.update(_ORDERS.name, _ORDER_UPDATE_COLUMNS,
-                                           "client_order_id"), changed)
-        bulk.executemany(conn, bulk.insert(_HISTORY.name, _HISTORY_COLUMNS), history)
+        bulk.update(conn, _ORDERS, _ORDER_UPDATE_COLUMNS, "client_order_id", changed)
+        bulk.insert(conn, _HISTORY, _HISTORY_COLUMNS, history)
 
     # ------------------------------------------------------------------ breaker
 

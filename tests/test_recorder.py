@@ -147,7 +147,9 @@ async def test_backlog_full_signals_and_backpressures_without_dropping(
         assert rec.statistics().backlog == 4
         store.down = False
     assert store.details() == [str(i) for i in range(20)]
-    assert rec.statistics().backlog_full_episodes == 1
+    # trio runs ready tasks in a random order: after the outage the pump may refill the tiny
+    # backlog before the writer drains it, a legitimate second episode; each one is signalled
+    assert rec.statistics().backlog_full_episodes == len(full) >= 1
 
 
 async def test_shutdown_flushes_backlog_and_channel(autojump_clock: trio.testing.MockClock) -> None:
