@@ -192,6 +192,8 @@ SETTINGS: tuple[Option, ...] = (
     _opt("metrics_addr", _host_port, "127.0.0.1:9108", "where /metrics and /healthz listen"),
     _opt("replay", str, "", "replay recorded frames or candle CSVs instead of the live feed"),
     _opt("speed", _non_negative_float, 1.0, "replay speed factor (0 = as fast as possible)"),
+    _opt("record", str, "", "paper mode: also write the live feed's raw frames to FILE "
+         "(rotated FILE.0001.jsonl.gz ..., replayable with --replay)"),
     _opt("exit_at_end", _bool, False, "exit when the replay ends (prints the summary)",
          is_flag=True),
     _opt("cash", _positive_decimal, Decimal("10000"),
@@ -232,6 +234,7 @@ class Settings:
     metrics_addr: str
     replay: str
     speed: float
+    record: str
     exit_at_end: bool
     cash: Decimal
     quote_currency: str

@@ -66,6 +66,7 @@ from .feed import FeedActor
 from .journal import DuplicateOrderId, StoreJournal, SystemEvents, probe_write, restore
 from .monitor import MetricsBridge, MonitorActor, feed_ages
 from .recorder import Recorder
+from .recording import FrameWriter, SessionTap
 from .replay import ReplayFeed, load_candle_file
 from .risk import Feedback, OrderCommand, RiskActor
 from .strategy import StrategyActor
@@ -162,6 +163,7 @@ class Application:
         self._persist_send, self._persist_recv = trio.open_memory_channel[Callable[[], object]](
             math.inf)  # unbounded on purpose: one item per breaker change, drained in order
         self.replay_published = 0  # survives feed restarts: a restarted replay resumes
+        self._recording: FrameWriter | None = None  # --record: one writer across feed restarts
         self.epoch_offset = epoch_offset
         self.store = store
         self.pairs = load_pairs(self._needed_symbols())
@@ -412,9 +414,20 @@ class Application:
         name = self.feed_names[0]
 
         def session() -> KrakenWsSession:
-            return KrakenWsSession(
+            live: KrakenWsSession | None = None
+            tap = None
+            if s.record:
+                if self._recording is None:
+                    self._recording = FrameWriter(Path(s.record))
+                tap = SessionTap(
+                    self._recording, clock=self.epoch_time, depth=s.book_depth,
+                    books=lambda: [b for b in (live.book(p) for p in self.pairs)
+                                   if b is not None] if live is not None else [])
+            live = KrakenWsSession(
                 s.ws_url, subscriptions=subscriptions, stale_after=s.stale_after,
-                on_event=lambda kind, detail: self._feed_event(name, kind, detail))
+                on_event=lambda kind, detail: self._feed_event(name, kind, detail),
+                on_raw_frame=tap)
+            return live
 
         return FeedActor(name, session, out=out, observer=self.bridge,
                          last_seen=self.feed_last_seen)
@@ -564,6 +577,9 @@ class Application:
                     self._run_persist(self._persist_recv.receive_nowait())
                 except trio.WouldBlock:
                     break
+            if self._recording is not None:
+                self._recording.close()
+                log.info("recording written: %s", ", ".join(map(str, self._recording.segments)))
             if self.store is not None:
                 try:
                     self.store.end_run()

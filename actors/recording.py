@@ -193,6 +193,45 @@ def snapshot_frame(book: OrderBook, depth: int, t: float) -> str:
             + f'"timestamp":"{stamp}"}}]}}')
 
 
+class SessionTap:
+    """``--record FILE`` in paper mode: every raw frame the live session reads, as it came.
+
+    Plugged into ``KrakenWsSession(on_raw_frame=...)``, so the recording is exactly what the
+    trading system saw (no second connection). It runs on the event loop: a buffered gzip
+    write per frame. At each rotation the new segment starts with the last ``instrument``
+    frame and a checksummed snapshot of every synced book (marked synthetic), so every segment
+    replays on its own, as with ``main.py record``.
+
+    Args:
+        writer: where the frames go.
+        clock: Unix seconds of "now" (receive timestamps).
+        books: the session's books by symbol, read at a rotation.
+        depth: levels per side in the rotation snapshots.
+    """
+
+    def __init__(self, writer: FrameWriter, *, clock: Callable[[], float],
+                 books: Callable[[], Sequence[OrderBook]], depth: int) -> None:
+        self._writer = writer
+        self._clock = clock
+        self._books = books
+        self._depth = depth
+        self._instrument: str | None = None
+
+    def __call__(self, raw: str) -> None:
+        t = self._clock()
+        if '"channel":"instrument"' in raw[:64]:
+            self._instrument = raw
+        if self._writer.due(t):
+            preamble = [(t, self._instrument)] if self._instrument else []
+            preamble += [(t, snapshot_frame(book, self._depth, t)) for book in self._books()
+                         if book.is_synced]
+            self._writer.open_segment(t, preamble)
+        self._writer.write(t, raw)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
 class WsRecorder:
     """Record raw frames of a public Kraken WS v2 connection into a :class:`FrameWriter`.
 
