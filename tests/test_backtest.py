@@ -12,6 +12,7 @@ import warnings
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,6 +81,20 @@ def test_sma_cross_matches_exact_reference_on_fixture(path: Path) -> None:
     ref = _reference(candles)
     assert len(ref) >= 10  # enough crossings that a wrong rule would show
     assert _engine_trades(path, candles) == ref
+
+
+@pytest.mark.parametrize(("fast", "slow"), [(4, 6), (7, 20), (3, 9)])
+def test_sma_cross_other_windows_match_the_exact_reference(fast: int, slow: int) -> None:
+    # The strategy compares fsum * (slow / g) with ssum * (fast / g), g = gcd(fast, slow):
+    # windows with g = 1, g < fast and g = fast must all give the reference's crossings.
+    candles = _candles(BTC_SLICE)
+    result = _run("--data", str(BTC_SLICE), "--strategy", "sma_cross", "--no-risk-limits",
+                  "--param", f"sma_cross.fast={fast}", "--param", f"sma_cross.slow={slow}")
+    index = {c.ts_event_ns: i for i, c in enumerate(candles)}
+    got = [(index[t.entry_time], index[t.exit_time], t.entry_price, t.exit_price)
+           for t in result.trades]
+    ref = _reference(candles, fast, slow)
+    assert len(ref) >= 10 and got == ref
 
 
 @pytest.mark.skipif(not TRIANGLE_FILES, reason=f"shared data absent: {TRIANGLE}")
@@ -311,3 +326,110 @@ def test_buy_and_hold_keeps_cash_for_a_symbol_that_has_not_started() -> None:
     sample_equity(out, pf, 60, units, Decimal(0), first_open)
     # BTC's half is marked at 110; ETH has not traded yet, so its half is still 5000 of cash.
     assert out.benchmark[-1].equity == Decimal("5500") + Decimal("5000")
+
+
+# --------------------------------------------------------------------------- compact storage
+# The loader keeps candles in columns and the CLI builds them lazily (a year of minute data
+# must stay under 500 MB); the rebuilt candles must be the parsed ones, digit for digit.
+
+TRIANGLE_SLICES = sorted((FIXTURES / "candles_triangle").glob("*.csv"))
+
+
+def _exact(c: CandleEvent) -> tuple[object, ...]:
+    """Every field, Decimals by their text (so 1.1 and 1.10 differ)."""
+    return (c.symbol, c.interval_s, str(c.open), str(c.high), str(c.low), str(c.close),
+            str(c.volume), c.ts_event_ns, c.ts_recv, type(c))
+
+
+def test_columns_rebuild_the_parsed_candles_exactly() -> None:
+    from backtest._data import CandleColumns, PriceTable
+
+    parsed = _candles(BTC_SLICE)
+    big = CandleEvent(symbol="X/Y", interval_s=60, open=Decimal("1.10"), high=Decimal("1.1"),
+                      low=Decimal("1.100"), close=Decimal("1.10"),
+                      volume=Decimal("12345678901234567890.5"),  # beyond int64: kept aside
+                      ts_event_ns=parsed[-1].ts_event_ns + 60 * 10**9)
+    tiny = CandleEvent(symbol="X/Y", interval_s=60, open=Decimal("2"), high=Decimal("2"),
+                       low=Decimal("2"), close=Decimal("2"), volume=Decimal("0E-8"),
+                       ts_event_ns=big.ts_event_ns + 60 * 10**9)
+    src = [*parsed, big, tiny]
+    table = PriceTable()
+    cols = CandleColumns.from_candles(src, table, symbol="X/Y", interval_s=60)
+    table.seal()
+    assert len(cols) == len(src)
+    assert [_exact(c) for c in cols] == [_exact(c) for c in src]
+    assert [_exact(cols[i]) for i in (0, 5, -1, -2, -3)] == [
+        _exact(src[i]) for i in (0, 5, -1, -2, -3)]
+    part = cols[3:7]
+    assert [_exact(c) for c in part] == [_exact(c) for c in src[3:7]]
+    assert [_exact(c) for c in cols[len(src) - 2:]] == [_exact(big), _exact(tiny)]
+    with pytest.raises(IndexError):
+        cols[len(src)]
+    # equal prices written differently stay distinct; equal texts share one Decimal
+    assert len({str(p) for p in table.prices}) == len(table.prices)
+    glued = CandleColumns.concat([cols[:10], cols[10:]])
+    assert [_exact(c) for c in glued] == [_exact(c) for c in src]
+    assert cols[0] == src[0] and hash(cols[0]) == hash(src[0])  # frozen, hashable, equal
+
+
+def test_merged_sequence_is_a_stable_time_sort_and_indexes_like_it_iterates() -> None:
+    from backtest._data import MergedCandles, load_inputs
+
+    loaded = load_inputs([str(p) for p in TRIANGLE_SLICES])
+    merged = MergedCandles([ls.candles for ls in loaded])  # type: ignore[misc]
+    expected = [c for ls in loaded for c in ls.candles]
+    expected.sort(key=lambda c: c.ts_event_ns)  # stable: ties in file order
+    got = list(merged)
+    assert len(merged) == len(expected) == len(got)
+    assert [_exact(c) for c in got] == [_exact(c) for c in expected]
+    assert [c.symbol for c in got[:3]] == [ls.symbol for ls in loaded]  # one minute, file order
+    for i in (0, 1, 2, 100, len(got) - 1, -1):
+        assert _exact(merged[i]) == _exact(got[i])
+
+
+def test_twin_builds_the_same_frozen_object() -> None:
+    import dataclasses
+
+    from protocol.messages import BookLevel
+    from trading import twin_of
+
+    twin = twin_of(BookLevel)
+    obj: Any = object.__new__(twin)
+    obj.price = Decimal("1.5")
+    obj.qty = Decimal(2)
+    obj.__class__ = BookLevel
+    assert obj == BookLevel(Decimal("1.5"), Decimal(2)) and type(obj) is BookLevel
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        obj.price = Decimal(1)  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        twin_of(int)
+
+
+def test_lazy_and_preloaded_runs_and_progress_give_identical_results() -> None:
+    from backtest.cli import merged_candles
+
+    args = ["--mode", "backtest", "--data", *map(str, TRIANGLE_SLICES), "--param",
+            "arbitrage.min_profit=0"]
+    p = prepare(load_settings(args, {}, extend=add_arguments))
+    lazy = run_prepared(p)
+    seen: list[int] = []
+    preloaded = run_prepared(p, merged_candles(p.loaded), progress=seen.append)
+    for r in (lazy, preloaded):
+        assert r.fills and r.trade_log_sha256 == lazy.trade_log_sha256
+        assert (r.fills, r.equity, r.benchmark, r.final_equity, r.warnings) == (
+            lazy.fills, lazy.equity, lazy.benchmark, lazy.final_equity, lazy.warnings)
+    assert seen and seen[-1] == lazy.candles and seen == sorted(seen)
+
+
+def test_progress_bar_only_when_asked(tmp_path: Path) -> None:
+    base = ["--mode", "backtest", "--data", str(BTC_SLICE), "--strategy", "sma_cross"]
+    quiet, err = io.StringIO(), io.StringIO()
+    assert run_backtest(load_settings(base, {}, extend=add_arguments), out=quiet, err=err) == 0
+    assert err.getvalue() == ""  # not a TTY, no --progress: nothing drawn
+    out, err = io.StringIO(), io.StringIO()
+    settings = load_settings([*base, "--progress"], {}, extend=add_arguments)
+    assert run_backtest(settings, out=out, err=err) == 0
+    line = err.getvalue()
+    assert "backtest [" in line and "100.0%" in line and "candles/s" in line and "ETA" in line
+    assert line.endswith("\n") and out.getvalue() == quiet.getvalue().replace(
+        quiet.getvalue().splitlines()[0], out.getvalue().splitlines()[0])  # only timing differs

@@ -12,6 +12,7 @@ from collections import deque
 from decimal import Context, Decimal
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -186,3 +187,51 @@ def test_arbitrage_float_screen_never_changes_a_decision(moves: list[Any]) -> No
         mid = fair[sym] * (1 + D(step) / 2000)
         ev = _book(sym, mid * D("0.9999"), mid * D("1.0001"))
         assert fast.on_market(ev) == slow.on_market(ev)
+
+
+# --------------------------------------------------------------------------- fast constructors
+
+
+def test_fast_constructor_builds_what_the_dataclass_builds() -> None:
+    import dataclasses
+
+    from protocol.messages import Liquidity, OrderAccepted, OrderRequest, Signal
+    from trading import fast_constructor
+
+    d = Decimal("1.50")
+    cases: list[tuple[type, dict[str, object]]] = [
+        (Fill, dict(fill_id="f", client_order_id="c", strategy="s", symbol="B/U",
+                    side=Side.SELL, price=d, qty=d, fee=d, fee_currency="U",
+                    liquidity=Liquidity.MAKER, ts=2.5, ts_event_ns=7)),
+        (Fill, dict(fill_id="f", client_order_id="c", strategy="s", symbol="B/U",
+                    side=Side.BUY, price=d, qty=d, fee=d, fee_currency="U")),  # defaults
+        (OrderAccepted, dict(client_order_id="c", exchange_order_id="e", ts=1.0)),
+        (OrderRequest, dict(client_order_id="c", strategy="s", symbol="B/U", side=Side.BUY,
+                            qty=d, reduce_only=True, group_id="g", group_size=2)),
+        (Signal, dict(strategy="s", symbol="B/U", side=Side.BUY, qty=d, reason="r")),
+    ]
+    for cls, kw in cases:
+        fast: Any = fast_constructor(cls)(**kw)
+        slow = cls(**kw)
+        assert type(fast) is cls and fast == slow and repr(fast) == repr(slow)
+        assert hash(fast) == hash(slow)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(fast, dataclasses.fields(cls)[0].name, "x")  # still frozen
+    with pytest.raises(TypeError):
+        fast_constructor(Fill)(fill_id="only")  # a required field missing: refused like cls()
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Checked:
+        x: int
+
+        def __post_init__(self) -> None:
+            if self.x < 0:
+                raise ValueError("x")
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Listy:
+        xs: list[int] = dataclasses.field(default_factory=list)
+
+    for bad in (Checked, Listy, int):
+        with pytest.raises(TypeError):
+            fast_constructor(bad)

@@ -4,6 +4,8 @@ Imports only ``protocol``; the actor shells in ``actors/`` and the backtest loop
 so paper, live and backtest trade the same way.
 """
 
+from ._fastinit import fast_constructor as fast_constructor
+from ._fastinit import twin_of as twin_of
 from .ids import ClientOrderIds as ClientOrderIds
 from .ids import is_valid_cl_ord_id as is_valid_cl_ord_id
 from .paper import OpenOrder as OpenOrder

@@ -68,6 +68,13 @@ from protocol.messages import (
     TradeEvent,
 )
 
+from ._fastinit import fast_constructor
+
+# Fills and acceptances are built on every execution: see trading._fastinit.
+_new_fill = fast_constructor(Fill)
+_new_accepted = fast_constructor(OrderAccepted)
+
+
 __all__ = [
     "REJECT_COST_MIN",
     "REJECT_DUPLICATE",
@@ -172,7 +179,7 @@ class PaperMatcher:
     def _fill(self, order: OrderRequest, price: Decimal, qty: Decimal, fee_rate: Decimal,
               quote: str, liquidity: Liquidity, now: float, ts_event_ns: int) -> Fill:
         self._n_fills += 1
-        return Fill(
+        return _new_fill(
             fill_id=f"{self._prefix}T{self._n_fills}", client_order_id=order.client_order_id,
             strategy=order.strategy, symbol=order.symbol, side=order.side, price=price, qty=qty,
             fee=price * qty * fee_rate, fee_currency=quote, liquidity=liquidity, ts=now,
@@ -284,7 +291,7 @@ class PaperMatcher:
         self._n_orders += 1
         eid = f"{self._prefix}O{self._n_orders}"
         events: list[MatcherEvent] = [
-            OrderAccepted(client_order_id=order.client_order_id, exchange_order_id=eid, ts=now)
+            _new_accepted(client_order_id=order.client_order_id, exchange_order_id=eid, ts=now)
         ]
         ts_ns = book.ts_event_ns if book is not None else 0
         for p, q in takes:

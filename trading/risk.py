@@ -61,10 +61,13 @@ from protocol.messages import (
     TradeEvent,
 )
 
+from ._fastinit import fast_constructor
 from .ids import ClientOrderIds
 from .portfolio import Portfolio
 
 __all__ = ["RISK_REASONS", "RISK_STRATEGY", "RiskEngine", "RiskLimits"]
+
+_new_order = fast_constructor(OrderRequest)  # one per approved signal: trading._fastinit
 
 RISK_STRATEGY = "risk"
 """The ``strategy`` of the exit signals the engine emits itself."""
@@ -156,7 +159,7 @@ class RiskEngine:
             if s.strategy == RISK_STRATEGY and s.reduce_only and s.symbol in self._pending_exit:
                 self._pending_exit[s.symbol] = cid
                 self._exit_ids[cid] = s.symbol
-            orders.append(OrderRequest(
+            orders.append(_new_order(
                 client_order_id=cid, strategy=s.strategy, symbol=s.symbol, side=s.side, qty=qty,
                 order_type=s.order_type, limit_price=s.limit_price, ts_recv=s.ts_recv,
                 group_id=s.group_id, group_size=s.group_size, reduce_only=s.reduce_only,

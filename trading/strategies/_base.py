@@ -38,6 +38,8 @@ from protocol.messages import (
     TradeEvent,
 )
 
+from .._fastinit import fast_constructor
+
 __all__ = [
     "NO_SIGNALS",
     "PRICE_SOURCES",
@@ -56,6 +58,7 @@ __all__ = [
 NO_SIGNALS: tuple[Signal, ...] = ()
 """The shared empty result: returning it allocates nothing on the hot path."""
 
+_new_signal = fast_constructor(Signal)  # one per decision: see trading._fastinit
 _ZERO = Decimal(0)
 _TWO = Decimal(2)
 
@@ -312,7 +315,7 @@ class PositionKeeper:
         intents.append(_Intent(symbol, side, qty, ts_recv))
         pending = self._pending
         pending[symbol] = pending.get(symbol, 0) + 1
-        return Signal(
+        return _new_signal(
             strategy=self.name,
             symbol=symbol,
             side=side,
