@@ -43,6 +43,7 @@ from protocol.messages import (
     TradeEvent,
 )
 from trading.paper import PaperMatcher
+from trading.risk import RISK_STRATEGY
 from trading.strategies import plan_unwind
 
 from .risk import Feedback, OrderCommand
@@ -305,9 +306,14 @@ class ExecutorActor:
         if self._events is not None:
             targets.append(self._events.send)
         if not isinstance(payload, OrderAccepted):
-            feedback = self._feedback.get(self.state.strategy_of.get(payload.client_order_id, ""))
-            if feedback is not None:
-                targets.append(feedback.send)
+            owner = self.state.strategy_of.get(payload.client_order_id, "")
+            if owner == RISK_STRATEGY and isinstance(payload, Fill):
+                # Risk's exits sold every strategy's share of the position: tell them all.
+                targets.extend(channel.send for channel in self._feedback.values())
+            else:
+                feedback = self._feedback.get(owner)
+                if feedback is not None:
+                    targets.append(feedback.send)
         return targets
 
     def _track(self, event: OrderEvent) -> list[Signal]:

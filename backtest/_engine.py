@@ -77,6 +77,7 @@ from trading import (
     fast_constructor,
     twin_of,
 )
+from trading.risk import RISK_STRATEGY
 from trading.strategies import Arbitrage, Strategy, plan_unwind
 
 from ._result import EquityPoint
@@ -460,9 +461,13 @@ class FastEngine:
                     risk.on_fill(ev)
                 else:
                     self._pf.apply_fill(ev, self._pairs[ev.symbol])
-                strat = self._by_name.get(ev.strategy)
-                if strat is not None:
-                    strat.on_fill(ev)
+                if ev.strategy == RISK_STRATEGY:  # risk's exits concern every strategy
+                    for each in self._by_name.values():
+                        each.on_fill(ev)
+                else:
+                    owner = self._by_name.get(ev.strategy)
+                    if owner is not None:
+                        owner.on_fill(ev)
             elif isinstance(ev, OrderRejected | OrderCancelled):
                 if isinstance(ev, OrderRejected):
                     rej = self.out.order_rejections

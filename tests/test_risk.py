@@ -163,13 +163,40 @@ def test_stop_loss_and_take_profit_long(mid: str, why: str | None) -> None:
     assert eng.on_market(book(mid)) == []
 
 
-def test_stop_loss_short_position() -> None:
+def test_no_stop_loss_buy_for_sold_inventory() -> None:
+    """Spot: selling coins the account held leaves a negative per-symbol position (an arbitrage
+    conversion leg, or inventory sold); it is not a short, and "covering" it with a stop-loss
+    buy would create exposure out of nothing (review finding)."""
     eng = RiskEngine(RiskLimits(), Portfolio({"USD": D(10_000), "BTC": D(5)}), PAIRS,
                      ClientOrderIds("t"))
     fill_all(eng, eng.evaluate([sig(side=Side.SELL)], now=0, breaker_open=False), "100")
-    assert eng.on_market(book("101.5")) == []
-    (s,) = eng.on_market(book("102"))
-    assert (s.side, s.reason) == (Side.BUY, "stop_loss")
+    assert eng.on_market(book("102")) == []
+    assert eng.on_market(book("90")) == []
+
+
+def test_reduce_only_sell_is_checked_against_coins_held() -> None:
+    """An arbitrage unwind sells coins a triangle left behind although the per-symbol position
+    is flat; a reduce-only sell is sized by the base actually held."""
+    eng = RiskEngine(RiskLimits(), Portfolio({"USD": D(10_000), "BTC": D("0.5")}), PAIRS,
+                     ClientOrderIds("t"))
+    eng.portfolio.mark("BTC/USD", D(100))
+    out = eng.evaluate([sig(side=Side.SELL, qty="2", reduce_only=True)], now=0,
+                       breaker_open=False)
+    assert isinstance(out, list)
+    assert out[0].qty == D("0.5")  # trimmed to what is held
+    eng2 = engine()
+    assert reason(eng2.evaluate([sig(side=Side.SELL, reduce_only=True)], now=0,
+                                breaker_open=False)) == "invalid"  # nothing held
+
+
+def test_open_breaker_still_lets_protective_exits_through() -> None:
+    eng = engine()
+    fill_all(eng, eng.evaluate([sig(qty="2")], now=0, breaker_open=False), "100")
+    (exit_signal,) = eng.on_market(book("97"))  # below the 2 % stop
+    assert isinstance(eng.evaluate([exit_signal], now=0, breaker_open=True), list)
+    assert reason(eng.evaluate([sig()], now=0, breaker_open=True)) == "breaker_open"
+    strategy_exit = sig(side=Side.SELL, reduce_only=True)  # a strategy's exit is not protective
+    assert reason(eng.evaluate([strategy_exit], now=0, breaker_open=True)) == "breaker_open"
 
 
 def test_daily_loss_halt_and_rejection() -> None:

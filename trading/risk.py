@@ -9,7 +9,8 @@ Approval (:meth:`RiskEngine.evaluate`) is all or nothing over the signals passed
 or the legs of one arbitrage group), checked in this order; the first failure rejects the lot
 with a metric-label ``reason`` and a human ``detail``:
 
-* ``breaker_open``: the breaker is open. Nothing passes, exits included.
+* ``breaker_open``: the breaker is open. Nothing new passes; risk's own reduce-only exits
+  (stop-loss, take-profit) still do, so a halt never leaves a losing position unprotected.
 * ``invalid``: unknown symbol, qty ≤ 0, limit without price, a group whose legs disagree on
   ``group_id``/``group_size``, a ``reduce_only`` signal that would not reduce the position.
 * ``no_price``: no ``reference_price``, limit price or mark for the symbol, or no USD rate for
@@ -140,7 +141,10 @@ class RiskEngine:
         if not signals:
             return []
         try:
-            if breaker_open:
+            if breaker_open and not all(sig.reduce_only and sig.strategy == RISK_STRATEGY
+                                        for sig in signals):
+                # Halted: nothing new. Risk's own protective exits (stop-loss, take-profit)
+                # still pass: a halt must not leave a losing position unprotected.
                 raise _Reject(signals[0], "breaker_open", "circuit breaker is open")
             sized = self._check(signals)
         except _Reject as rej:
@@ -201,10 +205,22 @@ class RiskEngine:
                 pf.position_qty(s.symbol) + self._inflight_sym.get(s.symbol, ZERO))
             sign = 1 if s.side is Side.BUY else -1
             if s.reduce_only:
-                if not cur or (cur > 0) == (sign > 0):
-                    raise _Reject(s, "invalid", f"reduce_only {s.side.value} {qty} would not "
-                                                f"reduce position {cur} of {s.symbol}")
-                if qty > abs(cur):
+                if s.side is Side.SELL:
+                    # Spot: a reduce-only sell may sell what the account holds of the base
+                    # (after sells already in flight), whichever strategy or arbitrage leg
+                    # bought it: the per-symbol position of a triangle says nothing about it.
+                    held = pf.balance(pair.base) + min(self._inflight_sym.get(s.symbol, ZERO),
+                                                       ZERO)
+                    if held <= 0:
+                        raise _Reject(s, "invalid", f"reduce_only sell: no {pair.base} held")
+                    if qty > held:
+                        qty = pair.round_qty(held)
+                        if qty <= 0:
+                            raise _Reject(s, "invalid", f"{pair.base} held is below the lot")
+                elif not cur or cur > 0:
+                    raise _Reject(s, "invalid", f"reduce_only buy {qty} would not reduce "
+                                                f"position {cur} of {s.symbol}")
+                elif qty > abs(cur):
                     qty = pair.round_qty(abs(cur))
                     if qty <= 0:
                         raise _Reject(s, "invalid", f"position {cur} is below the lot size")
@@ -298,11 +314,13 @@ class RiskEngine:
         if levels is None or sym in self._pending_exit:
             return []
         pos = pf.position_qty(sym)
+        if pos <= 0:
+            # Spot: a negative per-symbol position is the conversion leg of an arbitrage (the
+            # coins were sold for another currency), never a short to cover; "covering" it
+            # would buy exposure out of nothing.
+            return []
         stop, take = levels
-        if pos > 0:
-            reason = "stop_loss" if mark <= stop else "take_profit" if mark >= take else None
-        else:
-            reason = "stop_loss" if mark >= stop else "take_profit" if mark <= take else None
+        reason = "stop_loss" if mark <= stop else "take_profit" if mark >= take else None
         if reason is None:
             return []
         pair = self._pairs[sym]

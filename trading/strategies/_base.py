@@ -55,6 +55,10 @@ __all__ = [
     "split_symbol",
 ]
 
+RISK_EXIT_STRATEGY = "risk"
+"""The ``strategy`` of risk's own exits (``trading.risk.RISK_STRATEGY``); every strategy is
+told about their fills."""
+
 NO_SIGNALS: tuple[Signal, ...] = ()
 """The shared empty result: returning it allocates nothing on the hot path."""
 
@@ -371,6 +375,14 @@ class PositionKeeper:
         self._forget(intent)
 
     def on_fill(self, fill: Fill) -> None:
+        if fill.strategy == RISK_EXIT_STRATEGY:
+            # Risk's stop-loss / take-profit sold the symbol's whole position, this
+            # strategy's share included: without this the strategy would stay "long" forever
+            # and its own exit would be refused (review finding).
+            if fill.side is Side.SELL and self.positions.get(fill.symbol, _ZERO) > 0:
+                self.positions[fill.symbol] = max(
+                    _ZERO, self.positions[fill.symbol] - fill.qty)
+            return
         if fill.strategy != self.name:
             return
         delta = fill.qty if fill.side is Side.BUY else -fill.qty
