@@ -3,7 +3,7 @@
 What runs: the real :class:`actors.app.Application` in paper mode (feed actor over
 ``KrakenWsSession``, conflating fan-out, strategy shell, risk actor, executor with
 ``PaperBroker``, metrics, console and, in the "sqlite" runs, the recorder and the write-ahead
-journal on a temporary SQLite file with the product's ``synchronous=FULL``). The only stand-in
+journal on a temporary SQLite file with paper mode's ``synchronous=NORMAL``). The only stand-in
 is the strategy: :class:`TickStrategy` sends a minimum-size market buy on every Nth book
 event (N = rate // 100: about 100 orders/s), with the event's ``ts_recv``. Risk limits are
 raised out of the way, so every signal becomes an order.
@@ -79,7 +79,8 @@ SYMBOLS = ("BTC/USD", "ETH/USD")
 STRATEGY = "tick_bench"
 # Target order rate (every = max(1, rate // 100)): a strategy sending a few orders a second is
 # realistic; 100/s gives ~1,000 samples per 10 s run without saturating the write-ahead journal
-# (one synchronous=FULL commit per order; ``--every`` overrides, see the module docstring).
+# (one synchronous=NORMAL commit per order, as paper mode does; ``--every`` overrides, see
+# the module docstring).
 ORDERS_PER_SECOND = 100
 
 
@@ -258,7 +259,7 @@ def _conflated(app: Application) -> dict[str, int]:
 
 async def run_app(url: str, *, rate: int, every: int, seconds: float, warmup: float,
                   db_path: pathlib.Path | None, where: StepTimer | None = None,
-                  sqlite_sync: str = "FULL") -> RunResult:
+                  sqlite_sync: str = "NORMAL") -> RunResult:
     settings = load_settings([
         "--mode", "paper", "--ws-url", url, "--metrics-addr", "127.0.0.1:0",
         "--pairs", ",".join(SYMBOLS), "--strategies", STRATEGY, "--log-level", "WARNING",
@@ -317,7 +318,7 @@ async def run_app(url: str, *, rate: int, every: int, seconds: float, warmup: fl
 
 
 def measure(rate: int, store: str, *, seconds: float, warmup: float, every: int | None,
-            where: StepTimer | None = None, sqlite_sync: str = "FULL") -> RunResult:
+            where: StepTimer | None = None, sqlite_sync: str = "NORMAL") -> RunResult:
     n = every or max(1, rate // ORDERS_PER_SECOND)
     proc, url = start_server(rate)
     try:
@@ -402,8 +403,9 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=None,
                         help=f"signal on every Nth book event (default: rate // "
                              f"{ORDERS_PER_SECOND}, at least 1)")
-    parser.add_argument("--sqlite-sync", default="FULL", choices=("FULL", "NORMAL", "OFF"),
-                        help="PRAGMA synchronous of the sqlite runs (the product uses FULL)")
+    parser.add_argument("--sqlite-sync", default="NORMAL", choices=("FULL", "NORMAL", "OFF"),
+                        help="PRAGMA synchronous of the sqlite runs (paper mode uses NORMAL, "
+                        "other modes FULL)")
     parser.add_argument("--switch-interval", type=float, default=None,
                         help="sys.setswitchinterval for this process (Python's default: 0.005)")
     parser.add_argument("--where", action="store_true",
