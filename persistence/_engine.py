@@ -81,6 +81,11 @@ def make_engine(
                     cur.execute("PRAGMA journal_mode=WAL")
                 cur.execute(f"PRAGMA synchronous={sqlite_synchronous}")
                 cur.execute("PRAGMA foreign_keys=ON")
+                # No automatic checkpoints: one would run inside whichever commit crosses the
+                # threshold (often an order's write-ahead, on the tick-to-order path). The
+                # recorder checkpoints between batches (Store.checkpoint); SQLite also folds
+                # the log back when the last connection closes.
+                cur.execute("PRAGMA wal_autocheckpoint=0")
                 cur.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
             finally:
                 cur.close()

@@ -261,6 +261,14 @@ class Store(StoreReports):
         )
         return run_id
 
+    def checkpoint(self) -> None:
+        """SQLite: fold the write-ahead log into the database file (PASSIVE: never waits for
+        or blocks other connections). A no-op on other databases."""
+        if self._engine.dialect.name != "sqlite":
+            return
+        with self._engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
     def end_run(self, run_id: str | None = None) -> None:
         """Stamp ``ended_at`` on ``run_id`` (default: the current run)."""
         run_id = run_id or self.current_run_id
