@@ -20,12 +20,10 @@ incarnation fresh clones.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,24 +32,20 @@ import trio
 from config import Settings
 from monitoring import HealthReport, Metrics
 from persistence import EquitySnapshot, Store
-from protocol.instruments import PairInfo
 from protocol.kraken import KrakenWsSession, Subscription
-from protocol.kraken._pairs import PairRegistry
 from protocol.messages import (
     BookEvent,
     Fill,
     MarketEvent,
     OrderEvent,
     OrderRejected,
-    OrderRequest,
-    Signal,
 )
 from trading import ClientOrderIds, Portfolio, RiskEngine, RiskLimits
 from trading.risk import RISK_REASONS
 from trading.strategies import STABLECOINS, Strategy, build_strategies, standard_params
 
 from ._breaker import BreakerState, CircuitBreaker
-from ._channels import ChannelStatistics, FanOut, memory_channel_statistics, open_lossless_channel
+from ._channels import FanOut, open_lossless_channel
 from ._supervisor import (
     Backoff,
     ChildSpec,
@@ -68,12 +62,19 @@ from .monitor import MetricsBridge, MonitorActor, feed_ages
 from .recorder import Recorder
 from .recording import FrameWriter, SessionTap
 from .replay import ReplayFeed, load_candle_file
-from .risk import Feedback, OrderCommand, RiskActor
+from .risk import RiskActor
 from .strategy import StrategyActor
+from .wiring import (
+    ExecutionTap,
+    TimedBroker,
+    Wiring,
+    check_settings,
+    load_pairs,
+    market_key,
+)
 
 log = logging.getLogger(__name__)
 
-BUNDLED_PAIRS = Path(__file__).resolve().parent.parent / "data" / "kraken_asset_pairs.json"
 ORDER_STATUSES = ("accepted", "filled", "rejected", "cancelled")
 #: Recorder batches stay small on purpose: on SQLite a batch holds the single write lock, and a
 #: write-ahead (on the tick-to-order path) waits behind it; 100 events is ~1-2 ms of writing.
@@ -85,51 +86,6 @@ VALIDATION_REJECTS = ("EOrder:", "EGeneral:Invalid", "not sent", "write_ahead_fa
 #: The paper exchange's "endpoints", as ``trading_exchange_request_duration_seconds{endpoint}``.
 PAPER_ENDPOINTS = ("paper:AddOrder", "paper:CancelAll")
 
-
-def load_pairs(symbols: Sequence[str], path: Path = BUNDLED_PAIRS) -> dict[str, PairInfo]:
-    """Pair metadata for ``symbols`` (and the USD conversion pairs) from an AssetPairs file.
-
-    Paper mode starts from the bundled snapshot so it works offline; its fees and minimums are
-    those of the snapshot's date (see data/README.md).
-    """
-    with path.open() as handle:
-        registry = PairRegistry.from_asset_pairs(json.load(handle)["result"])
-    pairs: dict[str, PairInfo] = {}
-    for symbol in symbols:
-        info = registry.find(symbol)
-        if info is None:
-            raise ValueError(f"unknown pair {symbol!r}: not in {path.name}")
-        pairs[info.symbol] = info
-    return pairs
-
-
-def market_key(event: MarketEvent) -> tuple[type, str]:
-    """Conflation key of the market fan-out: the latest event per (kind, symbol)."""
-    return type(event), event.symbol
-
-
-@dataclass
-class Wiring:
-    """The channels of one tree (owned here; supervisors hand out clones)."""
-
-    market: FanOut[MarketEvent]
-    signals: tuple[trio.MemorySendChannel[tuple[Signal, ...]],
-                   trio.MemoryReceiveChannel[tuple[Signal, ...]]]
-    orders: tuple[trio.MemorySendChannel[OrderCommand], trio.MemoryReceiveChannel[OrderCommand]]
-    order_events: tuple[trio.MemorySendChannel[OrderEvent], trio.MemoryReceiveChannel[OrderEvent]]
-    events: tuple[trio.MemorySendChannel[Any], trio.MemoryReceiveChannel[Any]]
-    feedback: dict[str, tuple[trio.MemorySendChannel[Feedback],
-                              trio.MemoryReceiveChannel[Feedback]]] = field(default_factory=dict)
-
-    def statistics(self) -> list[ChannelStatistics]:
-        stats = list(self.market.statistics())
-        stats.append(memory_channel_statistics("signals", self.signals[1]))
-        stats.append(memory_channel_statistics("orders", self.orders[1]))
-        stats.append(memory_channel_statistics("order_events", self.order_events[1]))
-        stats.append(memory_channel_statistics("events", self.events[1]))
-        for name, (_, recv) in self.feedback.items():
-            stats.append(memory_channel_statistics(f"feedback:{name}", recv))
-        return stats
 
 
 class Application:
@@ -282,13 +238,13 @@ class Application:
 
         def executor(orders: Any, market: Any, order_events: Any, signals: Any, events: Any,
                      **feedback: Any) -> ExecutorActor:
-            return ExecutorActor(_TimedBroker(self.broker, self.metrics), orders=orders,
+            return ExecutorActor(TimedBroker(self.broker, self.metrics), orders=orders,
                                  market=market,
                                  order_events=order_events, signals=signals,
                                  events=events if self.store is not None else None,
                                  feedback={k[3:]: v for k, v in feedback.items()},
                                  journal=self._journal,
-                                 observer=_ExecutionTap(self.bridge, self.fills,
+                                 observer=ExecutionTap(self.bridge, self.fills,
                                                         self._count_order_event),
                                  pairs=self.pairs, prices=self.broker.mids,
                                  state=self.execution,
@@ -622,73 +578,6 @@ class Application:
         return self.broker._books.get(symbol)
 
 
-class _TimedBroker:
-    """The paper exchange's round trips as exchange request latency (``paper:`` endpoints).
-
-    In paper mode PaperBroker *is* the exchange (with ``--paper-latency`` its simulated delay),
-    so the Health dashboard's exchange panels show its figures rather than nothing.
-    """
-
-    def __init__(self, broker: PaperBroker, metrics: Metrics) -> None:
-        self._broker = broker
-        self._metrics = metrics
-
-    async def submit(self, order: OrderRequest) -> list[OrderEvent]:
-        start = trio.current_time()
-        try:
-            return await self._broker.submit(order)
-        finally:
-            self._metrics.exchange_request("paper:AddOrder", trio.current_time() - start)
-
-    async def cancel_all(self, reason: str) -> list[OrderEvent]:
-        start = trio.current_time()
-        try:
-            return await self._broker.cancel_all(reason)
-        finally:
-            self._metrics.exchange_request("paper:CancelAll", trio.current_time() - start)
-
-    def on_market(self, event: MarketEvent) -> list[OrderEvent]:
-        return self._broker.on_market(event)
-
-
-class _ExecutionTap:
-    """Forwards execution events to the metrics, keeps this run's fills and counts rejects."""
-
-    def __init__(self, bridge: MetricsBridge, fills: list[Fill],
-                 on_event: Callable[[OrderEvent], None]) -> None:
-        self._bridge = bridge
-        self._fills = fills
-        self._on_event = on_event
-
-    def order_submitted(self, order: OrderRequest, tick_to_order: float) -> None:
-        self._bridge.order_submitted(order, tick_to_order)
-
-    def order_event(self, strategy: str, event: OrderEvent) -> None:
-        self._bridge.order_event(strategy, event)
-        if isinstance(event, Fill):
-            self._fills.append(event)
-        else:
-            self._on_event(event)
-
-
-def check_settings(settings: Settings) -> str | None:
-    """What would make the tree crash on start (an unknown pair or strategy, a strategy
-    parameter it refuses), as one line; None when the settings can run. Checked before the
-    tree starts so a typo exits with status 2 instead of latching a restart-storm breaker."""
-    try:
-        pairs = load_pairs(settings.pairs)
-    except (OSError, ValueError) as exc:
-        return f"--pairs: {exc}"
-    try:
-        for name in settings.strategies:
-            params = standard_params([name], {}, settings.quote_currency, (),
-                                     settings.order_notional)
-            build_strategies([name], params, pairs)
-    except (KeyError, ValueError) as exc:
-        return f"--strategies: {exc}"
-    return None
-
-
 def build_application(settings: Settings, *, run_tag: str = "paper",
                       epoch_offset: float = 0.0) -> Application:
     # Paper mode: the write-ahead guards against a crash of this process (the paper exchange
@@ -701,4 +590,4 @@ def build_application(settings: Settings, *, run_tag: str = "paper",
                        run_tag=run_tag, epoch_offset=epoch_offset)
 
 
-__all__ = ["Application", "build_application", "load_pairs", "market_key"]
+__all__ = ["Application", "build_application", "check_settings", "load_pairs", "market_key"]
