@@ -47,19 +47,16 @@ from protocol.messages import (
     OrderRejected,
     OrderRequest,
     OrderStatus,
-    OrderType,
     RiskRejection,
-    Side,
     SystemEvent,
 )
 
 from ._bulk import BulkSql
 from ._engine import SQLiteSynchronous, make_engine, upgrade_to_head
-from ._errors import StoreError, translate
-from ._ledger import ZERO, Ledger
+from ._errors import translate
+from ._ledger import ZERO
 from ._models import (
     Balance,
-    BreakerStateRow,
     EquitySnapshotRow,
     FillRow,
     Order,
@@ -71,13 +68,13 @@ from ._models import (
 )
 from ._records import (
     BalanceSnapshot,
-    BreakerLatch,
     EquitySnapshot,
-    OpenOrder,
     PositionSnapshot,
     Recordable,
     RecoveredState,
 )
+from ._recovery import DEFAULT_BREAKER as DEFAULT_BREAKER
+from ._recovery import TERMINAL_STATUSES, StoreRecovery
 from ._reports import StoreReports
 
 log = logging.getLogger("persistence")
@@ -85,10 +82,9 @@ log = logging.getLogger("persistence")
 _ORDERS: Table = Order.__table__  # type: ignore[assignment]
 _FILLS: Table = FillRow.__table__  # type: ignore[assignment]
 _HISTORY: Table = OrderStatusHistory.__table__  # type: ignore[assignment]
-_TERMINAL = tuple(s.value for s in OrderStatus if s.is_terminal)
+_TERMINAL = TERMINAL_STATUSES
 _SECRET_KEY = re.compile(r"secret|passw|passphrase|token|api_?key|private|credential|otp", re.I)
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
-DEFAULT_BREAKER = "trading"
 _EPOCH_NAIVE = dt.datetime(1970, 1, 1)  # UTC
 # column orders of the bulk statements (``_bulk``); the tuples built below follow them
 _ORDER_COLUMNS = (
@@ -138,7 +134,7 @@ def _decimal(value: Any) -> Decimal:
     return value if isinstance(value, Decimal) else Decimal(str(value))
 
 
-class Store(StoreReports):
+class Store(StoreRecovery, StoreReports):
     """Orders, fills, balances, equity, system events and the breaker latch, in one database.
 
     Args:
@@ -535,152 +531,3 @@ class Store(StoreReports):
         ]
         bulk.update(conn, _ORDERS, _ORDER_UPDATE_COLUMNS, "client_order_id", changed)
         bulk.insert(conn, _HISTORY, _HISTORY_COLUMNS, history)
-
-    # ------------------------------------------------------------------ breaker
-
-    def latch_breaker(self, reason: str, *, name: str = DEFAULT_BREAKER) -> None:
-        """Persist that breaker ``name`` is latched open for ``reason`` (survives restarts)."""
-        self._set_breaker(name, True, reason)
-
-    def reset_breaker(self, *, name: str = DEFAULT_BREAKER, reason: str = "manual reset") -> None:
-        """Clear the latch of breaker ``name`` (a person acknowledged the trip)."""
-        self._set_breaker(name, False, reason)
-
-    def _set_breaker(self, name: str, latched: bool, reason: str) -> None:
-        with self._tx("breaker") as conn:
-            stmt = self._insert(conn, BreakerStateRow.__table__)  # type: ignore[arg-type]
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["name"],
-                set_={
-                    "latched": stmt.excluded.latched,
-                    "reason": stmt.excluded.reason,
-                    "updated_at": stmt.excluded.updated_at,
-                },
-            )
-            conn.execute(
-                stmt,
-                {"name": name, "latched": latched, "reason": reason, "updated_at": self._clock()},
-            )
-        log.warning("breaker %s %s: %s", name, "latched" if latched else "reset", reason)
-
-    def breaker(self, name: str = DEFAULT_BREAKER) -> BreakerLatch | None:
-        with self._tx("breaker") as conn:
-            row = conn.execute(
-                select(BreakerStateRow).where(BreakerStateRow.name == name)
-            ).one_or_none()
-            if row is None:
-                return None
-            return BreakerLatch(
-                name=row.name, latched=row.latched, reason=row.reason, updated_at=row.updated_at
-            )
-
-    # ------------------------------------------------------------------ recovery
-
-    def recover(self, run_id: str | None = None) -> RecoveredState:
-        """Rebuild what a restart needs from committed rows of ``run_id`` (default: latest run).
-
-        Balances are the run's initial balances plus every committed fill of the run (applied
-        in commit order); positions are recomputed at average cost from the same fills; open
-        orders are the run's orders whose status is not terminal; the high-water mark is the
-        highest of the carried-over mark and the latest equity snapshot's; the breaker latch is
-        global. Nothing is read from the ``positions`` or ``latest`` balance snapshots: fills
-        are the source of truth. Logs what it restored.
-        """
-        latch = self.breaker()
-        with self._tx("recover") as conn:
-            run = conn.execute(
-                select(Run).where(Run.id == run_id)
-                if run_id
-                else select(Run).order_by(Run.seq.desc()).limit(1)
-            ).one_or_none()
-            if run is None:
-                if run_id:
-                    raise StoreError(f"no run {run_id!r}", operation="recover")
-                return RecoveredState(
-                    run_id=None,
-                    breaker_latched=bool(latch and latch.latched),
-                    breaker_reason=latch.reason if latch and latch.latched else "",
-                )
-            initial = {
-                b.currency: b.amount
-                for b in conn.execute(
-                    select(Balance).where(Balance.run_id == run.id, Balance.kind == "initial")
-                )
-            }
-            ledger = Ledger(initial)
-            n = 0
-            for f in conn.execute(
-                select(
-                    FillRow.symbol,
-                    FillRow.side,
-                    FillRow.price,
-                    FillRow.qty,
-                    FillRow.fee,
-                    FillRow.fee_currency,
-                )
-                .where(FillRow.run_id == run.id)
-                .order_by(FillRow.id)
-            ):
-                ledger.apply_fill(
-                    key=f.symbol,
-                    symbol=f.symbol,
-                    side=Side(f.side),
-                    price=f.price,
-                    qty=f.qty,
-                    fee=f.fee,
-                    fee_currency=f.fee_currency,
-                )
-                n += 1
-            open_orders = tuple(
-                OpenOrder(
-                    client_order_id=o.client_order_id,
-                    exchange_order_id=o.exchange_order_id,
-                    run_id=o.run_id,
-                    strategy=o.strategy,
-                    symbol=o.symbol,
-                    side=Side(o.side),
-                    order_type=OrderType(o.type),
-                    quantity=o.quantity,
-                    limit_price=o.limit_price,
-                    status=OrderStatus(o.status),
-                    filled_qty=o.filled_qty,
-                )
-                for o in conn.execute(
-                    select(Order)
-                    .where(Order.run_id == run.id, Order.status.not_in(_TERMINAL))
-                    .order_by(Order.id)
-                )
-            )
-            snap = conn.execute(
-                select(EquitySnapshotRow)
-                .where(EquitySnapshotRow.run_id == run.id)
-                .order_by(EquitySnapshotRow.id.desc())
-                .limit(1)
-            ).one_or_none()
-            marks = [run.high_water_start] if run.high_water_start is not None else []
-            if snap is not None:
-                marks += [snap.high_water, snap.equity]
-            state = RecoveredState(
-                run_id=run.id,
-                initial_balances=initial,
-                balances=ledger.balances,
-                positions={k: p for k, p in ledger.positions().items() if p.qty != 0},
-                open_orders=open_orders,
-                high_water=max(marks) if marks else None,
-                last_equity=snap.equity if snap else None,
-                breaker_latched=bool(latch and latch.latched),
-                breaker_reason=latch.reason if latch and latch.latched else "",
-                fills_applied=n,
-            )
-        log.info(
-            "recovered run %s: %d fills applied, balances %s, %d positions, %d open orders, "
-            "high water %s, breaker %s",
-            state.run_id,
-            n,
-            {k: str(v) for k, v in sorted(state.balances.items())},
-            len(state.positions),
-            len(open_orders),
-            state.high_water,
-            f"LATCHED ({state.breaker_reason})" if state.breaker_latched else "clear",
-        )
-        return state

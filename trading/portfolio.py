@@ -32,13 +32,20 @@ Amounts held in a non-USD quote (realized P&L of ``ETH/BTC`` is in BTC) are conv
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from decimal import Decimal
 
 from protocol.instruments import PairInfo
 from protocol.messages import Fill, Side
+
+from ._portfolio_lots import ZERO, _add, _amounts, _Lot, _Position, _Strategy
+from ._portfolio_records import Amounts as Amounts
+from ._portfolio_records import LotRecord as LotRecord
+from ._portfolio_records import PortfolioSnapshot as PortfolioSnapshot
+from ._portfolio_records import Position as Position
+from ._portfolio_records import PositionRecord as PositionRecord
+from ._portfolio_records import StrategyRecord as StrategyRecord
+from ._portfolio_records import StrategyStats as StrategyStats
 
 __all__ = [
     "LotRecord",
@@ -50,187 +57,7 @@ __all__ = [
     "StrategyStats",
 ]
 
-ZERO = Decimal(0)
 ONE = Decimal(1)
-
-Amounts = tuple[tuple[str, Decimal], ...]
-"""Per-currency amounts, sorted by currency, as stored in frozen records."""
-
-
-# --------------------------------------------------------------------------- public records
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Position:
-    """A read-only view of one symbol's position. Money fields are in the quote currency."""
-
-    symbol: str
-    base: str
-    quote: str
-    qty: Decimal  # signed: > 0 long, < 0 short
-    avg_entry_price: Decimal | None  # cost / qty of the open lots; None when flat
-    cost: Decimal  # signed Σ lot qty × lot price
-    realized: Decimal  # gross of fees
-    fees: Amounts
-    trades: int
-    mark: Decimal | None
-    unrealized: Decimal | None  # qty × mark − cost; None without a mark
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StrategyStats:
-    """Per-strategy results. ``realized``/``fees`` by currency; ``*_usd`` at current rates.
-
-    ``wins``/``losses`` count closing fills by their net result: gross realized P&L minus the
-    closing fee minus the share of the entry fees of the lots it closed (quote-currency fees).
-    """
-
-    strategy: str
-    trades: int
-    wins: int
-    losses: int
-    realized: Amounts
-    fees: Amounts
-    realized_usd: Decimal
-    fees_usd: Decimal
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LotRecord:
-    qty: Decimal  # signed
-    price: Decimal
-    fee: Decimal  # entry fee (quote currency) not yet allocated to a close
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PositionRecord:
-    symbol: str
-    base: str
-    quote: str
-    lots: tuple[LotRecord, ...]
-    realized: Decimal
-    fees: Amounts
-    trades: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StrategyRecord:
-    strategy: str
-    trades: int
-    wins: int
-    losses: int
-    realized: Amounts
-    fees: Amounts
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PortfolioSnapshot:
-    """Everything :meth:`Portfolio.restore` needs; plain frozen data for persistence/reports."""
-
-    balances: Amounts
-    positions: tuple[PositionRecord, ...]
-    strategies: tuple[StrategyRecord, ...]
-    marks: Amounts
-    high_water: Decimal | None
-    max_drawdown: Decimal
-    fills: int
-
-
-# --------------------------------------------------------------------------- internals
-
-
-class _Lot:
-    __slots__ = ("fee", "price", "qty")
-
-    def __init__(self, qty: Decimal, price: Decimal, fee: Decimal) -> None:
-        self.qty = qty
-        self.price = price
-        self.fee = fee
-
-
-class _Position:
-    __slots__ = ("avg", "base", "cost", "fees", "lots", "qty", "quote", "realized", "symbol",
-                 "trades")
-
-    def __init__(self, symbol: str, base: str, quote: str) -> None:
-        self.symbol = symbol
-        self.base = base
-        self.quote = quote
-        self.lots: deque[_Lot] = deque()
-        self.qty = ZERO
-        self.cost = ZERO
-        self.avg: Decimal | None = None
-        self.realized = ZERO
-        self.fees: dict[str, Decimal] = {}
-        self.trades = 0
-
-    def apply(self, signed: Decimal, price: Decimal, fee_quote: Decimal
-              ) -> tuple[Decimal, Decimal | None]:
-        """Book a signed quantity; return (realized, net result of the closing part or None)."""
-        qty = self.qty
-        if not qty or (qty > 0) == (signed > 0):
-            self.lots.append(_Lot(signed, price, fee_quote))
-            self.qty = qty + signed
-            self.cost += signed * price
-            self.avg = self.cost / self.qty
-            return ZERO, None
-        total = abs(signed)
-        remaining = total
-        realized = ZERO
-        entry_fees = ZERO
-        lots = self.lots
-        cost = self.cost
-        while remaining and lots:
-            lot = lots[0]
-            lq = abs(lot.qty)
-            take = lq if lq <= remaining else remaining
-            if lot.qty > 0:
-                realized += (price - lot.price) * take
-            else:
-                realized += (lot.price - price) * take
-            if take == lq:
-                lots.popleft()
-                entry_fees += lot.fee
-                cost -= lot.qty * lot.price
-            else:
-                share = lot.fee * take / lq  # classification only, never enters the ledger
-                lot.fee -= share
-                entry_fees += share
-                step = take if lot.qty > 0 else -take
-                lot.qty -= step
-                cost -= step * lot.price
-            remaining -= take
-        closing_fee = fee_quote
-        if remaining:  # flipped through zero: the rest opens a position on the other side
-            opening_fee = fee_quote * remaining / total
-            closing_fee = fee_quote - opening_fee
-            rest = remaining if signed > 0 else -remaining
-            lots.append(_Lot(rest, price, opening_fee))
-            cost += rest * price
-        self.cost = cost
-        self.qty = qty + signed
-        self.avg = cost / self.qty if self.qty else None
-        self.realized += realized
-        return realized, realized - closing_fee - entry_fees
-
-
-class _Strategy:
-    __slots__ = ("fees", "losses", "realized", "trades", "wins")
-
-    def __init__(self) -> None:
-        self.trades = 0
-        self.wins = 0
-        self.losses = 0
-        self.realized: dict[str, Decimal] = {}
-        self.fees: dict[str, Decimal] = {}
-
-
-def _add(book: dict[str, Decimal], ccy: str, amount: Decimal) -> None:
-    book[ccy] = book.get(ccy, ZERO) + amount
-
-
-def _amounts(book: Mapping[str, Decimal]) -> Amounts:
-    return tuple(sorted(book.items()))
 
 
 # --------------------------------------------------------------------------- the portfolio

@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import random
 import ssl
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -289,7 +289,8 @@ class KrakenWsSession:
                 raise PermissionDenied("private method needs a token provider", endpoint=method)
             body["token"] = conn.token
         req_id, pending = await self._start_call(conn, method, body or None, expected)
-        return await self._finish_call(conn, method, req_id, pending)
+        return await conn.finish_call(method, req_id, pending,
+                                      request_timeout=self._request_timeout)
 
     # ------------------------------------------------------------------ one connection
 
@@ -317,10 +318,10 @@ class KrakenWsSession:
                     async with trio.open_nursery() as nursery:  # our tasks; lose() cancels it
                         conn = _Connection(ws, nursery)
                         self._connections += 1
-                        nursery.start_soon(self._guard, conn, self._read_loop, conn, send,
+                        nursery.start_soon(conn.guard, self._read_loop, conn, send,
                                            private_send)
-                        nursery.start_soon(self._guard, conn, self._watchdog, conn)
-                        await self._guard(conn, self._subscribe_all, conn)
+                        nursery.start_soon(conn.guard, self._watchdog, conn)
+                        await conn.guard(self._subscribe_all, conn)
                         if conn.lost is None and conn.fatal is None:
                             subscribed = True
                             self._conn = conn
@@ -328,7 +329,7 @@ class KrakenWsSession:
                             self._emit("connected", self._url)
                             on_subscribed()
                             if self._ping_interval is not None:
-                                nursery.start_soon(self._guard, conn, self._ping_loop, conn)
+                                nursery.start_soon(conn.guard, self._ping_loop, conn)
                 finally:
                     # No close handshake: the peer is usually gone or stalled, and waiting for
                     # its reply would delay the reconnect (Kraken keeps no state we need).
@@ -346,20 +347,6 @@ class KrakenWsSession:
                     pending.done.set()  # outside waiters see too few responses
         assert conn is not None
         return subscribed, conn.lost or "closed", conn.fatal
-
-    async def _guard(
-        self, conn: _Connection, fn: Callable[..., Awaitable[None]], *args: Any
-    ) -> None:
-        """Run a connection task; turn its failure into a reconnect or a fatal error."""
-        try:
-            await fn(*args)
-        except trio_websocket.ConnectionClosed as exc:
-            reason = exc.reason
-            conn.lose(f"closed ({reason.code} {reason.name})" if reason else "closed")
-        except _ConnectionLost as exc:
-            conn.lose(str(exc))
-        except Exception as exc:
-            conn.fail(exc)
 
     async def _subscribe_all(self, conn: _Connection) -> None:
         if self._token_provider is not None:
@@ -391,7 +378,8 @@ class KrakenWsSession:
         calls = [await self._start_call(conn, method, params, expected)
                  for params, expected in requests]
         for req_id, pending in calls:
-            for response in await self._finish_call(conn, method, req_id, pending):
+            for response in await conn.finish_call(method, req_id, pending,
+                                                   request_timeout=self._request_timeout):
                 if not response.success:
                     raise error_from_strings(method, [response.error or "unknown error"])
 
@@ -409,22 +397,6 @@ class KrakenWsSession:
             raise
         return req_id, pending
 
-    async def _finish_call(
-        self, conn: _Connection, method: str, req_id: int, pending: _Pending
-    ) -> tuple[MethodResponse, ...]:
-        try:
-            with trio.move_on_after(self._request_timeout):
-                await pending.done.wait()
-        finally:
-            conn.pending.pop(req_id, None)
-        if len(pending.responses) >= pending.expected:
-            return tuple(pending.responses)
-        if conn.closed or conn.lost is not None or conn.fatal is not None:
-            raise TransportError("connection lost before the response", endpoint=method)
-        if method in ("subscribe", "unsubscribe"):
-            raise _ConnectionLost(f"no {method} ack in time")
-        raise TransportError("no response in time", endpoint=method)
-
     async def _ping_loop(self, conn: _Connection) -> None:
         assert self._ping_interval is not None
         while True:
@@ -440,11 +412,13 @@ class KrakenWsSession:
         req_id, pending = await self._start_call(conn, "unsubscribe", params, 1)
         # Queue the subscribe right behind the unsubscribe; the acks are checked after.
         calls = await self._start_call(conn, "subscribe", params, 1)
-        unsub = await self._finish_call(conn, "unsubscribe", req_id, pending)
+        unsub = await conn.finish_call("unsubscribe", req_id, pending,
+                                       request_timeout=self._request_timeout)
         if not unsub[0].success:
             # Not fatal: the subscribe that follows still yields a snapshot.
             log.warning("kraken ws: unsubscribe book %s refused: %s", symbol, unsub[0].error)
-        for response in await self._finish_call(conn, "subscribe", *calls):
+        for response in await conn.finish_call("subscribe", *calls,
+                                               request_timeout=self._request_timeout):
             if not response.success:
                 raise _ConnectionLost(f"book resubscribe refused: {response.error}")
         self._resubscribes += 1
@@ -566,7 +540,7 @@ class KrakenWsSession:
             log.warning("kraken ws: book checksum mismatch on %s (expected %s, got %s); "
                         "resubscribing", symbol, exc.expected, exc.actual)
             self._emit("checksum_mismatch", symbol)
-            conn.nursery.start_soon(self._guard, conn, self._resubscribe_book, conn, symbol)
+            conn.nursery.start_soon(conn.guard, self._resubscribe_book, conn, symbol)
             return None
         return book.to_event(levels=self._levels_out, ts_event_ns=frame.ts_event_ns,
                              ts_recv=frame.ts_recv)

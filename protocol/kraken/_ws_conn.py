@@ -2,7 +2,8 @@
 
 The pieces of ``KrakenWsSession`` (``_ws``) that hold no session logic: the public
 ``Subscription`` and ``WsStatistics`` records, the per-connection state (``_Connection``,
-request/response correlation by ``req_id`` in ``_Pending``), opening TCP (+TLS) and the
+request/response correlation by ``req_id`` in ``_Pending``, and ``guard``, which turns a
+connection task's failure into a reconnect or a fatal error), opening TCP (+TLS) and the
 WebSocket handshake, and the non-blocking publisher the read loop uses.
 """
 
@@ -25,6 +26,7 @@ from ._codec import (
     MethodResponse,
     StatusFrame,
 )
+from ._errors import TransportError
 
 PUBLIC_CHANNELS: Final = frozenset({"book", "ticker", "trade", "ohlc"})
 BOOK_DEPTHS: Final = frozenset({10, 25, 100, 500, 1000})
@@ -140,6 +142,40 @@ class _Connection:
         if self.fatal is None:
             self.fatal = exc
         self.nursery.cancel_scope.cancel()
+
+    async def guard(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Run a connection task; turn its failure into a reconnect or a fatal error."""
+        try:
+            await fn(*args)
+        except trio_websocket.ConnectionClosed as exc:
+            reason = exc.reason
+            self.lose(f"closed ({reason.code} {reason.name})" if reason else "closed")
+        except _ConnectionLost as exc:
+            self.lose(str(exc))
+        except Exception as exc:
+            self.fail(exc)
+
+    async def finish_call(
+        self, method: str, req_id: int, pending: _Pending, *, request_timeout: float
+    ) -> tuple[MethodResponse, ...]:
+        """Wait up to ``request_timeout`` seconds for the responses to ``req_id``.
+
+        Raises:
+            TransportError: the connection went away or a method got no response in time.
+            _ConnectionLost: a ``subscribe``/``unsubscribe`` got no ack in time (reconnect).
+        """
+        try:
+            with trio.move_on_after(request_timeout):
+                await pending.done.wait()
+        finally:
+            self.pending.pop(req_id, None)
+        if len(pending.responses) >= pending.expected:
+            return tuple(pending.responses)
+        if self.closed or self.lost is not None or self.fatal is not None:
+            raise TransportError("connection lost before the response", endpoint=method)
+        if method in ("subscribe", "unsubscribe"):
+            raise _ConnectionLost(f"no {method} ack in time")
+        raise TransportError("no response in time", endpoint=method)
 
 
 
