@@ -113,6 +113,7 @@ class Application:
         self.actor_states: dict[str, str] = {}
         self.feed_last_seen: dict[str, float] = {}
         self.fills: list[Fill] = []  # every fill of this run, in order (reports and tests)
+        self._history: tuple[Fill, ...] = ()  # fills of earlier runs (recovered account)
         self._finished = trio.Event()
         self._stop_requested = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -137,6 +138,7 @@ class Application:
             self.portfolio = restored.portfolio
             self.run_id = restored.run_id
             latched = restored.breaker_reason
+            self._history = restored.fills
         else:
             self.portfolio = Portfolio(cash)
         self.engine = RiskEngine(self._limits(), self.portfolio, self.pairs,
@@ -210,7 +212,12 @@ class Application:
         pegs = tuple(dict.fromkeys(p.quote for p in self.pairs.values()
                                    if acct == "USD" and p.quote in STABLECOINS))
         params = standard_params([name], {}, acct, pegs, s.order_notional)
-        return build_strategies([name], params, self.pairs)[0]
+        strategy = build_strategies([name], params, self.pairs)[0]
+        # A new strategy object (at start-up after a restart, or after a crash) knows nothing
+        # of the positions it opened: replay the account's fills so it does.
+        for fill in (*self._history, *self.fills):
+            strategy.on_fill(fill)
+        return strategy
 
     def _supervisor(self, name: str, children: list[ChildSpec],
                     strategy: RestartStrategy) -> Supervisor:

@@ -21,7 +21,7 @@ from sqlalchemy import text
 
 from persistence import Store
 from protocol.instruments import PairInfo
-from protocol.messages import OrderCancelled, OrderRequest, SystemEvent
+from protocol.messages import Fill, OrderCancelled, OrderRequest, SystemEvent
 from trading import Portfolio
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ class Restored:
     resumed_from: str | None
     breaker_reason: str | None  # a latched breaker to restore, or None
     cancelled_orders: tuple[str, ...]
+    fills: tuple[Fill, ...] = ()  # every committed fill replayed (strategies rebuild from them)
 
 
 def restore(store: Store, *, mode: str, config: Mapping[str, Any], version: str,
@@ -78,6 +79,7 @@ def restore(store: Store, *, mode: str, config: Mapping[str, Any], version: str,
         run_id = store.start_run(mode=mode, config=config, version=version,
                                  initial_balances=cash)
         cancelled: tuple[str, ...] = ()
+        fills: list[Fill] = []
     else:
         initial, fills = store.account_history(state.run_id)
         portfolio = Portfolio(initial)
@@ -110,7 +112,7 @@ def restore(store: Store, *, mode: str, config: Mapping[str, Any], version: str,
             log.warning("latched breaker (%s) reset by --reset-breaker", state.breaker_reason)
         else:
             breaker_reason = state.breaker_reason or "latched before restart"
-    return Restored(portfolio, run_id, state.run_id, breaker_reason, cancelled)
+    return Restored(portfolio, run_id, state.run_id, breaker_reason, cancelled, tuple(fills))
 
 
 class SystemEvents:
