@@ -61,7 +61,17 @@ async def run_until_signalled(settings: Settings) -> int:
     run_tag = "r" + _base36(time.time_ns() // 1_000_000)
     # Calendar days for the daily-loss limit: Unix time = trio clock + this offset.
     epoch_offset = time.time() - trio.current_time()
-    app = build_application(settings, run_tag=run_tag, epoch_offset=epoch_offset)
+    pairs = None
+    if not settings.replay:
+        from actors.wiring import fetch_pairs
+
+        pairs = await fetch_pairs(settings.pairs, settings.rest_url)
+        if pairs is None:
+            log.warning("using the bundled pair metadata of 2021-04-17 (data/README.md): fees "
+                        "and order minimums may differ from today's")
+        else:
+            log.info("pair metadata (fees, minimums, precisions) from %s", settings.rest_url)
+    app = build_application(settings, run_tag=run_tag, epoch_offset=epoch_offset, pairs=pairs)
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async def stop_on_signal() -> None:

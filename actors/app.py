@@ -32,6 +32,7 @@ import trio
 from config import Settings
 from monitoring import HealthReport, Metrics
 from persistence import EquitySnapshot, Store
+from protocol.instruments import PairInfo
 from protocol.kraken import KrakenWsSession, Subscription
 from protocol.messages import (
     BookEvent,
@@ -102,6 +103,7 @@ class Application:
         version: str = "0.1.0",
         backoff: Backoff | None = None,
         epoch_offset: float = 0.0,
+        pairs: dict[str, PairInfo] | None = None,
     ) -> None:
         self._backoff = backoff or Backoff(initial=0.5, maximum=30.0, jitter=0.1)
         self.settings = settings
@@ -126,7 +128,7 @@ class Application:
         self._recording: FrameWriter | None = None  # --record: one writer across feed restarts
         self.epoch_offset = epoch_offset
         self.store = store
-        self.pairs = load_pairs(self._needed_symbols())
+        self.pairs = pairs or load_pairs(self._needed_symbols())
         quote = settings.quote_currency
         cash = {quote: settings.cash}
         self.run_id: str | None = None
@@ -586,7 +588,8 @@ class Application:
 
 
 def build_application(settings: Settings, *, run_tag: str = "paper",
-                      epoch_offset: float = 0.0) -> Application:
+                      epoch_offset: float = 0.0,
+                      pairs: dict[str, PairInfo] | None = None) -> Application:
     # Paper mode: the write-ahead guards against a crash of this process (the paper exchange
     # dies with it), which SQLite's WAL with synchronous=NORMAL survives (the crash tests kill
     # with SIGKILL); FULL adds an fsync per order, 2-9 ms of tick-to-order on this disk
@@ -594,7 +597,7 @@ def build_application(settings: Settings, *, run_tag: str = "paper",
     # other mode keeps FULL.
     sync: Literal["NORMAL", "FULL"] = "NORMAL" if settings.mode == "paper" else "FULL"
     return Application(settings, store=Store(settings.db, sqlite_synchronous=sync),
-                       run_tag=run_tag, epoch_offset=epoch_offset)
+                       run_tag=run_tag, epoch_offset=epoch_offset, pairs=pairs)
 
 
 __all__ = ["Application", "build_application", "check_settings", "load_pairs", "market_key"]

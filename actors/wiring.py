@@ -5,6 +5,7 @@ and the small adapters between actors and the metrics.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ import trio
 from config import Settings
 from monitoring import Metrics
 from protocol.instruments import PairInfo
-from protocol.kraken import PairRegistry
+from protocol.kraken import KrakenError, PairRegistry, RetryPolicy, open_kraken_rest
 from protocol.messages import Fill, MarketEvent, OrderEvent, OrderRequest, Signal
 from trading.strategies import build_strategies, standard_params
 
@@ -23,6 +24,8 @@ from ._channels import ChannelStatistics, FanOut, memory_channel_statistics
 from .executor import PaperBroker
 from .monitor import MetricsBridge
 from .risk import Feedback, OrderCommand
+
+log = logging.getLogger(__name__)
 
 BUNDLED_PAIRS = Path(__file__).resolve().parent.parent / "data" / "kraken_asset_pairs.json"
 def load_pairs(symbols: Sequence[str], path: Path = BUNDLED_PAIRS) -> dict[str, PairInfo]:
@@ -40,6 +43,28 @@ def load_pairs(symbols: Sequence[str], path: Path = BUNDLED_PAIRS) -> dict[str, 
             raise ValueError(f"unknown pair {symbol!r}: not in {path.name}")
         pairs[info.symbol] = info
     return pairs
+
+
+async def fetch_pairs(symbols: Sequence[str], rest_url: str, *,
+                      within: float = 5.0) -> dict[str, PairInfo] | None:
+    """Today's pair metadata (precisions, minimums, fee schedules) from REST ``AssetPairs``,
+    or None when Kraken cannot be reached ``within`` seconds (the caller falls back to the
+    bundled snapshot and says so). One attempt, no retries: start-up must not hang."""
+    try:
+        with trio.move_on_after(within):
+            async with open_kraken_rest(base_url=rest_url, retry=RetryPolicy.never(),
+                                        timeout=within) as client:
+                registry = PairRegistry.from_asset_pairs(await client.asset_pairs())
+            pairs: dict[str, PairInfo] = {}
+            for symbol in symbols:
+                info = registry.find(symbol)
+                if info is None:
+                    return None
+                pairs[info.symbol] = info
+            return pairs
+    except (KrakenError, OSError) as exc:
+        log.warning("pair metadata from %s unavailable (%s)", rest_url, exc)
+    return None
 
 
 def market_key(event: MarketEvent) -> tuple[type, str]:
