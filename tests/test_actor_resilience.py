@@ -151,3 +151,24 @@ def test_book_event_helper_is_consistent() -> None:
     book = BookEvent(symbol="BTC/USD", bids=(BookLevel(Decimal(99), Decimal(1)),),
                      asks=(BookLevel(Decimal(101), Decimal(1)),))
     assert book.mid == Decimal(100)
+
+
+async def test_exchange_reject_storm_trips_but_validation_rejects_do_not(
+        tmp_path: pathlib.Path) -> None:
+    from actors.app import ORDER_REJECT_COUNT, Application
+    from config import load_settings
+    from protocol.messages import OrderRejected
+
+    settings = load_settings(["--mode", "paper", "--metrics-addr", "127.0.0.1:0",
+                              "--db", f"sqlite:///{tmp_path / 'x.db'}"], {})
+    app = Application(settings, run_tag="rs")
+
+    def reject(reason: str) -> OrderRejected:
+        return OrderRejected(client_order_id="c", strategy="s", symbol="BTC/USD", reason=reason)
+
+    for _ in range(ORDER_REJECT_COUNT * 2):
+        app._count_order_event(reject("EOrder:Insufficient funds"))  # our sizing, not Kraken
+    assert not app.breaker.is_open
+    for _ in range(ORDER_REJECT_COUNT):
+        app._count_order_event(reject("EService:Unavailable"))
+    assert app.breaker.reason == "order_rejects"
