@@ -120,6 +120,7 @@ class Application:
         self._stop_requested = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._probing = False
+        self._recorder_now: Recorder | None = None  # the current recorder incarnation
         self._mismatches: dict[str, deque[float]] = {}
         self._rejects: deque[float] = deque()
         self._persist_send, self._persist_recv = trio.open_memory_channel[Callable[[], object]](
@@ -237,8 +238,9 @@ class Application:
         feedback_sends = {f"fb_{n}": send for n, (send, _) in w.feedback.items()}
 
         def risk(signals: Any, market: Any, order_events: Any, orders: Any, events: Any,
-                 **feedback: Any) -> RiskActor:
+                 unwinds: Any, **feedback: Any) -> RiskActor:
             return RiskActor(self.engine, self.breaker, signals=signals, market=market,
+                             unwinds=unwinds,
                              order_events=order_events, orders=orders,
                              events=events if self.store is not None else None,
                              epoch_clock=self.epoch_time,
@@ -268,10 +270,11 @@ class Application:
             ChildSpec("console", lambda: ConsoleActor(self.status_line)),
             ChildSpec("risk", risk, channels={
                 "signals": w.signals[1], "market": risk_market, "order_events": w.order_events[1],
-                "orders": w.orders[0], "events": w.events[0], **feedback_sends}),
+                "orders": w.orders[0], "events": w.events[0], "unwinds": w.unwinds[1],
+                **feedback_sends}),
             ChildSpec("executor", executor, channels={
                 "orders": w.orders[1], "market": exec_market, "order_events": w.order_events[0],
-                "signals": w.signals[0], "events": w.events[0], **feedback_sends}),
+                "signals": w.unwinds[0], "events": w.events[0], **feedback_sends}),
         ]
         strategy_children = []
         for name in s.strategies:
@@ -307,7 +310,7 @@ class Application:
         def observe_write(seconds: float, n: int) -> None:
             metrics.db_write("batch", seconds, recorder.statistics().backlog)
 
-        recorder = Recorder(
+        recorder = self._recorder_now = Recorder(
             self.store, receive, batch_size=RECORDER_BATCH,
             on_backlog_full=lambda why: self.breaker.trip("recorder_backlog", latch=True),
             on_write_error=self._on_db_error,
@@ -337,6 +340,12 @@ class Application:
                     await trio.to_thread.run_sync(probe_write, self.store)
                 except Exception as exc:
                     log.info("database still unavailable (%s)", type(exc).__name__)
+                    delay = min(delay * 2, 10.0)
+                    continue
+                recorder = self._recorder_now
+                if recorder is not None and not recorder.statistics().db_available:
+                    # A probe row goes through but the recorder's batch still fails (a batch
+                    # the database refuses): stay halted; its own recovery clears the cause.
                     delay = min(delay * 2, 10.0)
                     continue
                 self._on_db_recovered("write probe succeeded")

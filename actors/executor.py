@@ -195,12 +195,15 @@ class ExecutorActor:
         self._on_journal_error = on_journal_error
         self.state = state if state is not None else ExecutionState()
         self._handled = 0
+        self._drain_lock = trio.Lock()
 
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-        await self._drain()  # what a cancelled incarnation had not delivered yet
+        # Ready at once: delivering what a cancelled incarnation left in the outbox may wait
+        # for a consumer that starts after us (rest_for_one starts the tree in order).
+        task_status.started()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._market_loop)
-            task_status.started()
+            await self._drain()
             await self._order_loop()
             nursery.cancel_scope.cancel()
 
@@ -212,6 +215,8 @@ class ExecutorActor:
             await self._execute_all(command)
 
     async def _execute_all(self, legs: tuple[OrderRequest, ...]) -> None:
+        for order in legs:  # before any await: a leg never sent must still route and count
+            self._register(order)
         self._handled = 0  # legs that reached the broker (or were refused before it)
         try:
             for order in legs:
@@ -227,7 +232,8 @@ class ExecutorActor:
                     ts=trio.current_time())])
             raise
 
-    async def _execute(self, order: OrderRequest) -> None:
+    def _register(self, order: OrderRequest) -> None:
+        """Routing and group membership of an order (synchronous, before anything can fail)."""
         st = self.state
         st.strategy_of[order.client_order_id] = order.strategy
         while len(st.strategy_of) > ROUTING_MEMORY:
@@ -236,6 +242,8 @@ class ExecutorActor:
             group = st.groups.setdefault(order.group_id, _Group(legs=[]))
             group.legs.append(order)
             st.group_of[order.client_order_id] = order.group_id
+
+    async def _execute(self, order: OrderRequest) -> None:
         if self._journal is not None:
             try:
                 await self._journal.record_ahead(order)
@@ -284,14 +292,17 @@ class ExecutorActor:
                 outbox.extend([_Signals((signal,)), 0] for signal in plan)
 
     async def _drain(self) -> None:
-        outbox = self.state.outbox
-        while outbox:
-            entry = outbox[0]
-            targets = self._targets(entry[0])
-            while entry[1] < len(targets):
-                await targets[entry[1]](entry[0])
-                entry[1] += 1
-            outbox.popleft()
+        # One deliverer at a time: the order loop and the market loop both emit, and two tasks
+        # walking the same outbox entry would deliver it twice and skip another (review).
+        async with self._drain_lock:
+            outbox = self.state.outbox
+            while outbox:
+                entry = outbox[0]
+                targets = self._targets(entry[0])
+                while entry[1] < len(targets):
+                    await targets[entry[1]](entry[0])
+                    entry[1] += 1
+                outbox.popleft()
 
     def _targets(self, payload: Any) -> list[Callable[[Any], Awaitable[None]]]:
         if isinstance(payload, _Signals):

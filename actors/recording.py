@@ -219,8 +219,8 @@ class SessionTap:
 
     def __call__(self, raw: str) -> None:
         t = self._clock()
-        if '"channel":"instrument"' in raw[:64]:
-            self._instrument = raw
+        if '"channel":"instrument"' in raw[:64] and '"type":"snapshot"' in raw[:120]:
+            self._instrument = raw  # the full pair list (acks and updates are not)
         if self._writer.due(t):
             preamble = [(t, self._instrument)] if self._instrument else []
             preamble += [(t, snapshot_frame(book, self._depth, t)) for book in self._books()

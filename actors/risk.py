@@ -70,7 +70,9 @@ class RiskActor:
         epoch_clock: Callable[[], float] | None = None,
         halt_check_interval: float = 1.0,
         halt_checks: bool = True,
+        unwinds: trio.abc.ReceiveChannel[tuple[Signal, ...]] | None = None,
     ) -> None:
+        self._unwinds = unwinds
         self.engine = engine
         self.breaker = breaker
         self._signals = signals
@@ -90,6 +92,8 @@ class RiskActor:
     async def run(self, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._signal_loop)
+            if self._unwinds is not None:
+                nursery.start_soon(self._unwind_loop)
             nursery.start_soon(self._market_loop)
             nursery.start_soon(self._order_event_loop)
             nursery.start_soon(self._breaker_loop)
@@ -100,6 +104,12 @@ class RiskActor:
 
     async def _signal_loop(self) -> None:
         async for batch in self._signals:
+            await self._decide(batch)
+
+    async def _unwind_loop(self) -> None:
+        """Arbitrage unwinds from the executor, on their own lane (see Wiring.unwinds)."""
+        assert self._unwinds is not None
+        async for batch in self._unwinds:
             await self._decide(batch)
 
     async def _decide(self, batch: tuple[Signal, ...]) -> None:
@@ -172,7 +182,9 @@ class RiskActor:
     def _check_halt(self) -> None:
         utc_day = int(self._epoch_clock() // 86400)
         reason = self.engine.check_halt(utc_day=utc_day)
-        if reason is not None and not self.breaker.is_open:
+        # Trip even when already open: another cause (a stale feed) may clear soon, and this
+        # latched one must keep trading halted after it does (trip() adds it as a cause).
+        if reason is not None and reason not in self.breaker.reasons:
             # The breaker's listeners (app) persist the trip and count it in the metrics.
             self.breaker.trip(reason, latch=True)
 

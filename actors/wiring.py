@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,12 @@ class Wiring:
     orders: tuple[trio.MemorySendChannel[OrderCommand], trio.MemoryReceiveChannel[OrderCommand]]
     order_events: tuple[trio.MemorySendChannel[OrderEvent], trio.MemoryReceiveChannel[OrderEvent]]
     events: tuple[trio.MemorySendChannel[Any], trio.MemoryReceiveChannel[Any]]
+    # Unwinds travel executor -> risk while risk may be blocked sending orders to the executor:
+    # a bounded channel here could close a cycle, so this one is unbounded (in practice it
+    # holds at most one unwind per arbitrage group in flight).
+    unwinds: tuple[trio.MemorySendChannel[tuple[Signal, ...]],
+                   trio.MemoryReceiveChannel[tuple[Signal, ...]]] = field(
+        default_factory=lambda: trio.open_memory_channel[tuple[Signal, ...]](math.inf))
     feedback: dict[str, tuple[trio.MemorySendChannel[Feedback],
                               trio.MemoryReceiveChannel[Feedback]]] = field(default_factory=dict)
 

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 import trio
+import trio.lowlevel
 import trio.testing
 
 from actors import CircuitBreaker
@@ -172,3 +173,66 @@ async def test_exchange_reject_storm_trips_but_validation_rejects_do_not(
     for _ in range(ORDER_REJECT_COUNT):
         app._count_order_event(reject("EService:Unavailable"))
     assert app.breaker.reason == "order_rejects"
+
+
+class BusyBroker(InstantBroker):
+    """Fills on every book too, so the order loop and the market loop emit concurrently."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.market_fills = 0
+
+    def on_market(self, event: MarketEvent) -> list[OrderEvent]:
+        self.market_fills += 1
+        n = self.market_fills
+        return [Fill(fill_id=f"m{n}", client_order_id=f"rest{n}", strategy="s",
+                     symbol="BTC/USD", side=Side.BUY, price=Decimal(100), qty=Decimal("0.01"),
+                     fee=Decimal(0), fee_currency="USD")]
+
+
+async def test_concurrent_emits_deliver_every_event_exactly_once() -> None:
+    """Regression (review): both executor loops draining one outbox delivered a fill twice,
+    lost another and crashed on an empty deque."""
+    broker = BusyBroker()
+    orders_send, orders_recv = trio.open_memory_channel[Any](100)
+    market_send, market_recv = trio.open_memory_channel[MarketEvent](100)
+    events_send, events_recv = trio.open_memory_channel[OrderEvent](1)
+    actor = ExecutorActor(broker, orders=orders_recv, market=market_recv,
+                          order_events=events_send, feedback={})
+    book = BookEvent(symbol="BTC/USD", bids=(BookLevel(Decimal(99), Decimal(1)),),
+                     asks=(BookLevel(Decimal(101), Decimal(1)),))
+    for i in range(20):
+        orders_send.send_nowait((order(f"o{i}"),))
+        market_send.send_nowait(book)
+    received: list[OrderEvent] = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(actor.run)
+            while len(received) < 60:  # 20 x (accepted + fill) + 20 market fills
+                received.append(await events_recv.receive())
+                await trio.lowlevel.checkpoint()
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+    fill_ids = [e.fill_id for e in received if isinstance(e, Fill)]
+    assert len(fill_ids) == len(set(fill_ids)) == 40
+    assert not actor.state.outbox
+
+
+async def test_drawdown_latches_even_while_a_temporary_cause_holds_the_breaker() -> None:
+    """Regression (review): a drawdown crossed while the breaker was open for a stale feed was
+    never recorded, so trading resumed when the feed came back."""
+    engine = RiskEngine(RiskLimits(), Portfolio({"USD": Decimal(10_000)}), {"BTC/USD": PAIR},
+                        ClientOrderIds("t"))
+    breaker = CircuitBreaker("trading", latching=True)
+    _, signals_recv = trio.open_memory_channel[tuple[Signal, ...]](1)
+    orders_send, _ = trio.open_memory_channel[Any](1)
+    _, market_recv = trio.open_memory_channel[MarketEvent](0)
+    _, order_events_recv = trio.open_memory_channel[OrderEvent](0)
+    actor = RiskActor(engine, breaker, signals=signals_recv, market=market_recv,
+                      order_events=order_events_recv, orders=orders_send, feedback={})
+    breaker.trip("feed_stale:kraken", latch=False)
+    engine.check_halt = lambda *, utc_day: "drawdown"  # type: ignore[method-assign]
+    actor._check_halt()
+    breaker.resolve("feed_stale:kraken")
+    assert breaker.is_open
+    assert breaker.reason == "drawdown"

@@ -274,3 +274,13 @@ def test_offsetting_orders_in_flight_do_not_crash_on_fills() -> None:
     assert eng.inflight_qty("ETH/USD") == D("0.01")
     fill_all(eng, [orders[2]], "100")
     assert eng.inflight_qty("ETH/USD") == 0
+
+
+def test_arbitrage_unwinds_pass_an_open_breaker() -> None:
+    eng = RiskEngine(RiskLimits(), Portfolio({"USD": D(10_000), "BTC": D("0.5")}), PAIRS,
+                     ClientOrderIds("t"))
+    eng.portfolio.mark("BTC/USD", D(100))
+    unwind = Signal(strategy="arbitrage", symbol="BTC/USD", side=Side.SELL, qty=D("0.5"),
+                    reduce_only=True, reference_price=D(100),
+                    reason="unwind g1: BTC residue 0.5 back to USD")
+    assert isinstance(eng.evaluate([unwind], now=0, breaker_open=True), list)

@@ -103,6 +103,12 @@ class _Reject(Exception):  # internal control flow only; never escapes evaluate(
         self.detail = detail
 
 
+def _protective(signal: Signal) -> bool:
+    """Risk's own exits and arbitrage unwinds reduce exposure: they pass an open breaker."""
+    return signal.reduce_only and (signal.strategy == RISK_STRATEGY
+                                   or signal.reason.startswith("unwind "))
+
+
 class RiskEngine:
     """Pre-trade checks, protective exits and halt detection over one portfolio.
 
@@ -141,8 +147,7 @@ class RiskEngine:
         if not signals:
             return []
         try:
-            if breaker_open and not all(sig.reduce_only and sig.strategy == RISK_STRATEGY
-                                        for sig in signals):
+            if breaker_open and not all(_protective(sig) for sig in signals):
                 # Halted: nothing new. Risk's own protective exits (stop-loss, take-profit)
                 # still pass: a halt must not leave a losing position unprotected.
                 raise _Reject(signals[0], "breaker_open", "circuit breaker is open")
