@@ -67,6 +67,7 @@ from .risk import RiskActor
 from .strategy import StrategyActor
 from .wiring import (
     ExecutionTap,
+    OrderedWrites,
     TimedBroker,
     Wiring,
     check_settings,
@@ -123,8 +124,7 @@ class Application:
         self._recorder_now: Recorder | None = None  # the current recorder incarnation
         self._mismatches: dict[str, deque[float]] = {}
         self._rejects: deque[float] = deque()
-        self._persist_send, self._persist_recv = trio.open_memory_channel[Callable[[], object]](
-            math.inf)  # unbounded on purpose: one item per breaker change, drained in order
+        self._latches = OrderedWrites("breaker state")
         self.replay_published = 0  # survives feed restarts: a restarted replay resumes
         self._recording: FrameWriter | None = None  # --record: one writer across feed restarts
         self.epoch_offset = epoch_offset
@@ -476,33 +476,11 @@ class Application:
             self.system.emit("breaker_trip", name, reason)
             transient = reason == "database_unavailable" or reason.startswith("feed_stale")
             if self.store is not None and not transient:
-                self._persist(functools.partial(self.store.latch_breaker, reason))
+                self._latches.submit(functools.partial(self.store.latch_breaker, reason))
         elif new is BreakerState.CLOSED:
             self.system.emit("breaker_reset", name, reason)
             if self.store is not None:
-                self._persist(functools.partial(self.store.reset_breaker, reason=reason))
-
-    def _persist(self, write: Callable[[], object]) -> None:
-        """Breaker latches reach the database in order, off the event loop (a slow database
-        must not freeze the feeds or the cancel-all that follows a trip)."""
-        if self._nursery is None:
-            self._run_persist(write)
-        else:
-            self._persist_send.send_nowait(write)
-
-    @staticmethod
-    def _run_persist(write: Callable[[], object]) -> None:
-        try:
-            write()
-        except Exception as exc:  # the system event still reaches the recorder
-            log.error("could not persist the breaker state: %s", exc)
-
-    async def _persister(self) -> None:
-        async for write in self._persist_recv:
-            try:
-                await trio.to_thread.run_sync(write)
-            except Exception as exc:
-                log.error("could not persist the breaker state: %s", exc)
+                self._latches.submit(functools.partial(self.store.reset_breaker, reason=reason))
 
     def _replay_progress(self, published: int) -> None:
         self.replay_published = published
@@ -540,7 +518,7 @@ class Application:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(self._persister)
+                nursery.start_soon(self._latches.run)
                 await nursery.start(self._run_root)
                 task_status.started()
                 await self._stop_requested.wait()
@@ -549,11 +527,7 @@ class Application:
                 nursery.cancel_scope.cancel()
         finally:
             self._nursery = None
-            while True:  # breaker changes not yet written when the tree stopped
-                try:
-                    self._run_persist(self._persist_recv.receive_nowait())
-                except trio.WouldBlock:
-                    break
+            self._latches.flush()  # breaker changes not yet written when the tree stopped
             if self._recording is not None:
                 self._recording.close()
                 log.info("recording written: %s", ", ".join(map(str, self._recording.segments)))

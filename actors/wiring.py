@@ -171,3 +171,45 @@ def check_settings(settings: Settings) -> str | None:
     return None
 
 
+class OrderedWrites:
+    """Small database writes (breaker latches and resets) in submission order, off the event
+    loop: a slow database must not freeze the feeds or the cancel-all that follows a trip.
+
+    Before :meth:`run` is running (start-up) and at :meth:`flush` (shutdown) they run inline.
+    """
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._running = False
+        # Unbounded on purpose: one item per breaker change, drained in order.
+        self._send, self._recv = trio.open_memory_channel[Callable[[], object]](math.inf)
+
+    def submit(self, write: Callable[[], object]) -> None:
+        if self._running:
+            self._send.send_nowait(write)
+        else:
+            self._inline(write)
+
+    async def run(self) -> None:
+        self._running = True
+        try:
+            async for write in self._recv:
+                try:
+                    await trio.to_thread.run_sync(write)
+                except Exception as exc:
+                    log.error("could not persist the %s: %s", self._what, exc)
+        finally:
+            self._running = False
+
+    def flush(self) -> None:
+        while True:
+            try:
+                self._inline(self._recv.receive_nowait())
+            except trio.WouldBlock:
+                return
+
+    def _inline(self, write: Callable[[], object]) -> None:
+        try:
+            write()
+        except Exception as exc:  # the system event still reaches the recorder
+            log.error("could not persist the %s: %s", self._what, exc)

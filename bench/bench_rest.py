@@ -22,9 +22,9 @@ sys.path.insert(0, str(ROOT))
 from protocol.kraken._ratelimit import CallCounterLimiter, RateLimitTier  # noqa: E402
 from protocol.kraken._rest import open_kraken_rest  # noqa: E402
 from protocol.kraken._signing import KrakenCredentials  # noqa: E402
-from tests.kraken_rest_server import KrakenRestState, open_kraken_rest_server  # noqa: E402
+from tests.kraken_rest_server import DOCS_EXAMPLE_SECRET, KrakenRestState, open_kraken_rest_server  # noqa: E402
 
-SECRET = "kQH5HW/8p1uGOVjbgWA7FunAmGO8lsSUXNsu3eow76sz84Q18fWxnyRzBHCd3pd5nE9qa99HAZtuZuj6F1huXg=="
+SECRET = DOCS_EXAMPLE_SECRET
 N = 2000
 
 

@@ -52,6 +52,11 @@ from protocol.kraken._signing import KrakenCredentials
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures" / "kraken_rest"
 DOCS = json.loads((FIXTURES / "docs_examples.json").read_text())["responses"]
 
+#: The API secret of Kraken's documented signature example (vectors.json), not a real one:
+#: tests and benches sign with it so the published vector doubles as a fixture.
+DOCS_EXAMPLE_SECRET = (
+    "kQH5HW/8p1uGOVjbgWA7FunAmGO8lsSUXNsu3eow76sz84Q18fWxnyRzBHCd3pd5nE9qa99HAZtuZuj6F1huXg==")
+
 
 class Fault(enum.Enum):
     RATE_LIMIT = "rate_limit"

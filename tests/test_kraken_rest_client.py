@@ -26,6 +26,7 @@ from protocol.kraken._retry import RetryPolicy
 from protocol.kraken._signing import KrakenCredentials
 from protocol.messages import Side
 from tests.kraken_rest_server import (
+    DOCS_EXAMPLE_SECRET,
     Fault,
     FaultSpec,
     KrakenRestServer,
@@ -33,7 +34,7 @@ from tests.kraken_rest_server import (
     open_kraken_rest_server,
 )
 
-SECRET = "kQH5HW/8p1uGOVjbgWA7FunAmGO8lsSUXNsu3eow76sz84Q18fWxnyRzBHCd3pd5nE9qa99HAZtuZuj6F1huXg=="
+SECRET = DOCS_EXAMPLE_SECRET
 API_KEY = "test-api-key-0001-abcdef"
 CREDS = KrakenCredentials(API_KEY, SECRET)
 FAST = RetryPolicy(delays=(0.05, 0.1, 0.2, 0.4, 0.8))

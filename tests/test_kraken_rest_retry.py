@@ -30,9 +30,9 @@ from protocol.kraken._rest import KrakenRestClient
 from protocol.kraken._retry import RetryPolicy, is_ambiguous, is_retryable
 from protocol.kraken._signing import KrakenCredentials
 from protocol.messages import Side
-from tests.kraken_rest_server import Fault, FaultSpec, KrakenRestState
+from tests.kraken_rest_server import DOCS_EXAMPLE_SECRET, Fault, FaultSpec, KrakenRestState
 
-SECRET = "kQH5HW/8p1uGOVjbgWA7FunAmGO8lsSUXNsu3eow76sz84Q18fWxnyRzBHCd3pd5nE9qa99HAZtuZuj6F1huXg=="
+SECRET = DOCS_EXAMPLE_SECRET
 CREDS = KrakenCredentials("test-api-key-0001", SECRET)
 DELAYS = [2.0, 4.0, 8.0, 16.0, 32.0]
 
