@@ -531,6 +531,8 @@ class Application:
             if self._recording is not None:
                 self._recording.close()
                 log.info("recording written: %s", ", ".join(map(str, self._recording.segments)))
+            if self._journal is not None:
+                self._journal.close()
             if self.store is not None:
                 try:
                     self.store.end_run()

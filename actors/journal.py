@@ -40,6 +40,13 @@ class DuplicateOrderId(Exception):
         self.client_order_id = client_order_id
 
 
+#: Seconds the event-loop write-ahead keeps retrying a busy database before the worker
+#: thread (which waits with the store's busy timeout) takes over, and its polling period
+#: (trio's timers resolve about a millisecond).
+INLINE_WAIT = 0.05
+INLINE_POLL = 0.0005
+
+
 def probe_write(store: Store) -> None:
     """A harmless write transaction: succeeds only when the database accepts writes again."""
     with store.engine.begin() as conn:
@@ -48,15 +55,62 @@ def probe_write(store: Store) -> None:
 
 
 class StoreJournal:
-    """Write-ahead: the order row is committed before the order goes to the broker."""
+    """Write-ahead: the order row is committed before the order goes to the broker.
 
-    def __init__(self, store: Store) -> None:
+    On a SQLite file whose ``synchronous`` setting does not sync every commit (paper mode),
+    the commit runs right here on the event loop when the database is free
+    (``Store.open_write_ahead``: about 50 us, no thread hop, no GIL convoy), and only
+    otherwise in a worker thread through ``Store.record_order_ahead``, which waits for the
+    recorder's batch or a lock as long as it must. Either way ``record_ahead`` returns only
+    once the row is committed.
+    """
+
+    def __init__(self, store: Store, *, inline: bool = True) -> None:
         self._store = store
+        # inline=False: always the worker thread (benchmarks compare the two paths)
+        self._now = store.open_write_ahead() if inline else None
+        self._threaded = 0
+
+    @property
+    def inline_writes(self) -> int:
+        """Orders committed on the event loop (the rest went through a worker thread)."""
+        return self._now.written if self._now is not None else 0
+
+    @property
+    def thread_writes(self) -> int:
+        """Write-aheads that took the worker-thread path (busy database, or not SQLite)."""
+        return self._threaded
 
     async def record_ahead(self, order: OrderRequest) -> None:
-        """Commit ``order`` as pending; raise ``DuplicateOrderId`` if its id is known."""
-        if not await trio.to_thread.run_sync(self._store.record_order_ahead, order):
+        """Commit ``order`` as pending; raise ``DuplicateOrderId`` if its id is known.
+
+        Raises:
+            DuplicateOrderId: the store already holds this client order id (nothing written).
+            StoreError: the write failed (``StoreUnavailable`` when the database is away);
+                nothing was committed and the order must not be sent.
+        """
+        inserted = None
+        now = self._now
+        if now is not None and now.inline:
+            inserted = now.try_now(order)
+            if inserted is None:
+                # Busy: almost always the recorder committing a batch under the store's lock.
+                # Polling from here takes the database the moment it is free; a worker thread
+                # would wait on the lock too, then for the GIL from this busy thread.
+                deadline = trio.current_time() + INLINE_WAIT
+                while inserted is None and trio.current_time() < deadline:
+                    await trio.sleep(INLINE_POLL)
+                    inserted = now.try_now(order)
+        if inserted is None:
+            self._threaded += 1
+            inserted = await trio.to_thread.run_sync(self._store.record_order_ahead, order)
+        if not inserted:
             raise DuplicateOrderId(order.client_order_id)
+
+    def close(self) -> None:
+        """Close the event-loop write-ahead connection (idempotent; the store stays open)."""
+        if self._now is not None:
+            self._now.close()
 
 
 @dataclass(frozen=True, slots=True)

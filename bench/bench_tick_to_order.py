@@ -3,7 +3,10 @@
 What runs: the real :class:`actors.app.Application` in paper mode (feed actor over
 ``KrakenWsSession``, conflating fan-out, strategy shell, risk actor, executor with
 ``PaperBroker``, metrics, console and, in the "sqlite" runs, the recorder and the write-ahead
-journal on a temporary SQLite file with paper mode's ``synchronous=NORMAL``). The only stand-in
+journal on a temporary SQLite file with paper mode's ``synchronous=NORMAL``; "sqlite-thread"
+is the same with every write-ahead through a worker thread (``StoreJournal(inline=False)``,
+the path before the event-loop write-ahead of ``persistence._writeahead``), the baseline of
+that change in the same run). The only stand-in
 is the strategy: :class:`TickStrategy` sends a minimum-size market buy on every Nth book
 event (N = rate // 100: about 100 orders/s), with the event's ``ts_recv``. Risk limits are
 raised out of the way, so every signal becomes an order.
@@ -34,7 +37,7 @@ Options for finding where the time goes: ``--where`` times every trio task step 
 editing the product.
 
 Run: ``.venv/bin/python bench/bench_tick_to_order.py [--seconds 10] [--rates 100,1000]
-[--stores none,sqlite]`` (about 60 s). Prints figures; asserts nothing.
+[--stores none,sqlite,sqlite-thread]`` (about 60 s). Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from actors.app import Application, load_pairs  # noqa: E402
+from actors.journal import StoreJournal  # noqa: E402
 from bench._loop_blocking import StepTimer  # noqa: E402
 from config import load_settings  # noqa: E402
 from persistence import Store  # noqa: E402
@@ -233,6 +237,7 @@ class RunResult:
     conflated: dict[str, int]  # market fan-out subscriber -> events conflated in the window
     cpu: float  # CPU seconds of this process per measured second (all threads)
     crashes: tuple[str, ...]
+    write_aheads: tuple[int, int]  # (on the event loop, through a worker thread)
     tick_to_order: Summary
     to_strategy: Summary
     strategy_to_submit: Summary
@@ -259,7 +264,7 @@ def _conflated(app: Application) -> dict[str, int]:
 
 async def run_app(url: str, *, rate: int, every: int, seconds: float, warmup: float,
                   db_path: pathlib.Path | None, where: StepTimer | None = None,
-                  sqlite_sync: str = "NORMAL") -> RunResult:
+                  sqlite_sync: str = "NORMAL", store_kind: str = "sqlite") -> RunResult:
     settings = load_settings([
         "--mode", "paper", "--ws-url", url, "--metrics-addr", "127.0.0.1:0",
         "--pairs", ",".join(SYMBOLS), "--strategies", STRATEGY, "--log-level", "WARNING",
@@ -284,6 +289,12 @@ async def run_app(url: str, *, rate: int, every: int, seconds: float, warmup: fl
     app = Application(settings, store=store, run_tag=f"bench{rate}",
                       strategy_factory=lambda name: TickStrategy(pairs, every, probe))
     app.bridge = Tap(app.bridge, probe)  # type: ignore[assignment]
+    journal: StoreJournal | None = app._journal
+    if store is not None and store_kind == "sqlite-thread":
+        # replaced before run(): the executor takes the journal when it starts
+        assert journal is not None
+        journal.close()
+        journal = app._journal = StoreJournal(store, inline=False)
     if where is not None:
         trio.lowlevel.add_instrument(where)
     try:
@@ -304,12 +315,15 @@ async def run_app(url: str, *, rate: int, every: int, seconds: float, warmup: fl
                          if v - conflated0.get(k, 0)}
             app.request_stop()
     finally:
+        if journal is not None:
+            journal.close()
         if store is not None:
             store.close()
     return RunResult(
-        rate=rate, store="sqlite" if db_path else "none", every=every, seconds=seconds,
+        rate=rate, store=store_kind if db_path else "none", every=every, seconds=seconds,
         book_messages=probe.book_messages, orders=len(probe.tick_to_order),
         fills=len(app.fills), conflated=conflated, cpu=cpu, crashes=tuple(probe.crashes),
+        write_aheads=(journal.inline_writes, journal.thread_writes) if journal else (0, 0),
         tick_to_order=Summary.of(probe.tick_to_order),
         to_strategy=Summary.of(probe.to_strategy),
         strategy_to_submit=Summary.of(probe.strategy_to_submit),
@@ -323,10 +337,10 @@ def measure(rate: int, store: str, *, seconds: float, warmup: float, every: int 
     proc, url = start_server(rate)
     try:
         with tempfile.TemporaryDirectory(prefix="bench_t2o_") as tmp:
-            db = pathlib.Path(tmp) / "bench.db" if store == "sqlite" else None
+            db = pathlib.Path(tmp) / "bench.db" if store.startswith("sqlite") else None
             return trio.run(lambda: run_app(url, rate=rate, every=n, seconds=seconds,
                                             warmup=warmup, db_path=db, where=where,
-                                            sqlite_sync=sqlite_sync))
+                                            sqlite_sync=sqlite_sync, store_kind=store))
     finally:
         proc.terminate()
         proc.wait(5)
@@ -395,7 +409,8 @@ async def bare_hop(rate: int, seconds: float) -> Summary:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rates", default="100,1000", help="book messages/second to test")
-    parser.add_argument("--stores", default="none,sqlite", help="none and/or sqlite")
+    parser.add_argument("--stores", default="none,sqlite",
+                        help="none, sqlite and/or sqlite-thread (see the docstring)")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first")
     parser.add_argument("--hop-seconds", type=float, default=1.5,
@@ -438,14 +453,17 @@ def main() -> None:
           f"{args.sqlite_sync}, GIL switch interval {sys.getswitchinterval() * 1e3:g} ms"
           + ("; --where instrument ON (adds overhead)" if args.where else ""))
     print()
-    print(f"{'rate':>5} {'store':>6} {'msg/s':>6} {'orders':>6} {'confl':>5} {'cpu':>4} | "
+    print(f"{'rate':>5} {'store':>13} {'msg/s':>6} {'orders':>6} {'confl':>5} {'cpu':>4} | "
           f"{'tick-to-order':^24} | {'frame->strategy':^24} | {'strategy->submit':^24} | "
           f"{'wire (server->ts_recv)':^24}")
     for r in results:
-        print(f"{r.rate:>5} {r.store:>6} {r.book_messages / r.seconds:6.0f} {r.orders:>6} "
+        print(f"{r.rate:>5} {r.store:>13} {r.book_messages / r.seconds:6.0f} {r.orders:>6} "
               f"{sum(r.conflated.values()):>5} {r.cpu:4.0%} | {r.tick_to_order.ms()} | "
               f"{r.to_strategy.ms()} | {r.strategy_to_submit.ms()} | {r.wire.ms()}")
     for r in results:
+        if r.write_aheads != (0, 0):
+            print(f"   {r.rate} msg/s {r.store}: write-aheads (whole run) on the event loop "
+                  f"{r.write_aheads[0]}, through a worker thread {r.write_aheads[1]}")
         if r.conflated:
             print(f"   {r.rate} msg/s {r.store}: conflated (subscriber fell behind): "
                   + ", ".join(f"{k} {v}" for k, v in sorted(r.conflated.items())))
@@ -466,7 +484,7 @@ def main() -> None:
         if r.rate == 1000:
             verdict = "  target p99 < 2 ms: " + ("MET" if r.tick_to_order.p99 < 0.002
                                                  else "MISSED")
-        print(f"{r.rate:>5} msg/s {r.store:>6}: tick-to-order / bare hop = "
+        print(f"{r.rate:>5} msg/s {r.store:>13}: tick-to-order / bare hop = "
               f"{r.tick_to_order.p50 / hop.p50:5.1f}x (p50), "
               f"{r.tick_to_order.p99 / hop.p99:5.1f}x (p99); one order per {r.every} book "
               f"messages{verdict}")

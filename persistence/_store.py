@@ -76,6 +76,7 @@ from ._records import (
 from ._recovery import DEFAULT_BREAKER as DEFAULT_BREAKER
 from ._recovery import TERMINAL_STATUSES, StoreRecovery
 from ._reports import StoreReports
+from ._writeahead import SQLiteWriteAhead, open_write_ahead
 
 log = logging.getLogger("persistence")
 
@@ -308,6 +309,15 @@ class Store(StoreRecovery, StoreReports):
         with self._tx("record_order_ahead") as conn:
             inserted = self._insert_orders(conn, [order], run_id or self.current_run_id)
         return inserted == 1
+
+    def open_write_ahead(self) -> SQLiteWriteAhead | None:
+        """A write-ahead that commits on the calling thread when nothing must be waited for.
+
+        SQLite files only (``None`` otherwise); see ``persistence._writeahead``. Its
+        ``try_now(order)`` answers like ``record_order_ahead`` or ``None`` ("use
+        ``record_order_ahead``"). The caller owns it and should ``close()`` it.
+        """
+        return open_write_ahead(self)
 
     def _insert_orders(
         self, conn: Connection, orders: Sequence[OrderRequest], run_id: str | None
