@@ -298,22 +298,55 @@ class Recorder:
         """Move what the channel holds into the backlog (up to its bound), without waiting.
 
         Returns True once the channel has ended (``_closed`` is set and the writer told).
+
+        The loop does nothing per event but take and append: the checks ``_accept`` makes per
+        event run once per burst in ``_took`` (in C where they can). While a write is in
+        flight every Python-level step here holds the GIL the worker thread needs.
         """
         receive_nowait = self._receive_nowait
         assert receive_nowait is not None
-        accept = self._accept
-        room = self._max_backlog - len(self._backlog)
+        backlog = self._backlog
+        append = backlog.append
+        start = len(backlog)
+        ended = False
         try:
-            while room > 0:
-                accept(receive_nowait())
-                room -= 1
+            for _ in range(self._max_backlog - start):
+                append(receive_nowait())
         except trio.WouldBlock:
             pass
         except (trio.EndOfChannel, trio.ClosedResourceError):
+            ended = True
+        if len(backlog) > start:
+            self._took(start)
+        if ended:
             self._closed = True
             self._notify_work()
-            return True
-        return False
+        return ended
+
+    def _took(self, start: int) -> None:
+        """Bookkeeping for the events appended to the backlog from index ``start`` on."""
+        backlog = self._backlog
+        if not _EXACT_TYPES.issuperset(map(type, backlog[start:])):
+            # rare: a subclass (kept) or something unrecordable (dropped, see ``_accept``)
+            fresh = backlog[start:]
+            del backlog[start:]
+            for event in fresh:
+                if type(event) in _EXACT_TYPES or isinstance(event, RECORDABLE_TYPES):
+                    backlog.append(event)
+                else:
+                    log.error("recorder: dropping unrecordable %s", type(event).__name__)
+        n = len(backlog)
+        if n == start:
+            return
+        if start == 0:
+            self._oldest_at = trio.current_time()
+            self._notify_work()
+        if n > self._peak:
+            self._peak = n
+        if n // self._batch_size != start // self._batch_size:
+            # crossed a batch boundary: a full batch may be waiting for the writer
+            self._notify_work()
+            self._call_hook(self._observe_backlog, n)
 
     # ------------------------------------------------------------------ writing
 

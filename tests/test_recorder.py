@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import threading
 from collections.abc import Sequence
 from decimal import Decimal
 
@@ -166,6 +167,56 @@ async def test_shutdown_flushes_backlog_and_channel(autojump_clock: trio.testing
                 send.send_nowait(ev(i))  # still in the channel when the cancel comes
             nursery.cancel_scope.cancel()
     assert store.details() == [str(i) for i in range(9)]
+
+
+class _Sub(SystemEvent):
+    """A subclass of a recordable type: recorded like its base."""
+
+
+class GatedStore(FakeStore):
+    """The first write blocks (in the worker thread) until ``gate`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = threading.Event()
+        self.gate = threading.Event()
+
+    def write_batch(self, events: Sequence[object]) -> None:
+        self.started.set()
+        assert self.gate.wait(10)
+        self.batches.append((0.0, [e.detail for e in events]))  # type: ignore[attr-defined]
+
+
+async def test_burst_drain_during_a_write_keeps_order_and_drops_unrecordables(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # While a write is in flight the pump takes the channel's contents in bursts (``_drain``)
+    # and checks them once per burst; the result must match the per-event path: order kept,
+    # subclasses kept, anything unrecordable dropped with an error, gauges and peak updated.
+    store = GatedStore()
+    observed: list[int] = []
+    send, recv = trio.open_memory_channel[object](100)
+    rec = Recorder(store, recv, batch_size=2, flush_interval=0.01, observe_backlog=observed.append)  # type: ignore[arg-type]
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(rec.run)
+            with send:
+                await send.send(ev(0))
+                await send.send(ev(1))
+                await trio.to_thread.run_sync(store.started.wait)  # [0, 1] is being written
+                for item in (ev(2), _Sub(kind="test", source="t", detail="3"), object(), ev(4),
+                             ev(5)):
+                    send.send_nowait(item)
+                while rec.statistics().backlog < 6:  # noqa: ASYNC110 - polling a counter
+                    await trio.sleep(0.001)
+                assert rec.statistics().backlog == 6  # the object was dropped, not queued
+                assert rec.statistics().peak_backlog == 6
+                assert 6 in observed  # crossed batch boundaries: the gauge saw the burst
+                store.gate.set()
+    assert store.details() == ["0", "1", "2", "3", "4", "5"]
+    assert [len(b) for _, b in store.batches] == [2, 2, 2]
+    assert "dropping unrecordable object" in caplog.text
+    assert rec.statistics().written == 6
 
 
 # --------------------------------------------------------------------------- real databases
