@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import trio
 
 from config import ConfigError, Settings, load_settings
+from protocol.instruments import PairInfo
 
 log = logging.getLogger("crypto_enhanced")
 
@@ -51,8 +52,12 @@ def configure_logging(settings: Settings) -> None:
 
 
 async def run_until_signalled(settings: Settings) -> int:
-    """Run the tree until SIGINT/SIGTERM (graceful: reverse-order stop) or until it ends."""
-    from actors.app import build_application
+    """Run the tree until SIGINT/SIGTERM (graceful: reverse-order stop) or until it ends.
+
+    The signal handlers are installed first, so a signal during start-up (the pair metadata
+    request, the database migration) also stops cleanly with status 0.
+    """
+    from actors.app import Application, build_application
 
     # The run tag makes client order ids unique across runs (the wall clock is read here, at
     # the edge, never inside the actors' logic).
@@ -61,35 +66,46 @@ async def run_until_signalled(settings: Settings) -> int:
     run_tag = "r" + _base36(time.time_ns() // 1_000_000)
     # Calendar days for the daily-loss limit: Unix time = trio clock + this offset.
     epoch_offset = time.time() - trio.current_time()
-    pairs = None
-    if not settings.replay:
-        from actors.wiring import fetch_pairs
-
-        pairs = await fetch_pairs(settings.pairs, settings.rest_url)
-        if pairs is None:
-            log.warning("using the bundled pair metadata of 2021-04-17 (data/README.md): fees "
-                        "and order minimums may differ from today's")
-        else:
-            log.info("pair metadata (fees, minimums, precisions) from %s", settings.rest_url)
-    app = build_application(settings, run_tag=run_tag, epoch_offset=epoch_offset, pairs=pairs)
+    app: Application | None = None
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async def stop_on_signal() -> None:
                 async for signum in signals:
                     log.info("received %s: stopping the tree", signal.Signals(signum).name)
-                    with trio.move_on_after(4.0):  # stay inside the 5 s promise
-                        await app.shutdown()
+                    if app is not None:
+                        with trio.move_on_after(4.0):  # stay inside the 5 s promise
+                            await app.shutdown()
                     nursery.cancel_scope.cancel(reason="signal")
                     return
 
             nursery.start_soon(stop_on_signal)
+            pairs = await _current_pairs(settings)
+            app = build_application(settings, run_tag=run_tag, epoch_offset=epoch_offset,
+                                    pairs=pairs)
             await nursery.start(app.run)
             log.info("actor tree is up (mode=%s, pairs=%s)", settings.mode,
                      ",".join(settings.pairs))
             await app.wait_finished()
             nursery.cancel_scope.cancel(reason="application finished")
+    if app is None:  # stopped by a signal before the tree existed
+        return EXIT_OK
     print(app.summary(), file=sys.stdout, flush=True)
     return app.exit_code
+
+
+async def _current_pairs(settings: Settings) -> dict[str, PairInfo] | None:
+    """Today's pair metadata from REST, or None to use the bundled snapshot (replays too)."""
+    if settings.replay:
+        return None
+    from actors.wiring import fetch_pairs
+
+    pairs = await fetch_pairs(settings.pairs, settings.rest_url)
+    if pairs is None:
+        log.warning("using the bundled pair metadata of 2021-04-17 (data/README.md): fees "
+                    "and order minimums may differ from today's")
+    else:
+        log.info("pair metadata (fees, minimums, precisions) from %s", settings.rest_url)
+    return pairs
 
 
 def _base36(n: int) -> str:

@@ -134,3 +134,28 @@ def test_run_command_starts_and_stops_cleanly_on_signal(signum: int,
         rest = proc.stderr.read()
     assert code == 0, rest
     assert "Traceback" not in rest
+
+
+def test_signal_during_startup_stops_cleanly(tmp_path: pathlib.Path) -> None:
+    """A SIGTERM while the pair metadata request hangs (a peer that accepts and never
+    answers) still exits 0 promptly, without a traceback."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        env = {**os.environ, "TRADING_DB_URL": f"sqlite:///{tmp_path / 's.db'}",
+               "KRAKEN_WS_URL": "ws://127.0.0.1:9/v2", "KRAKEN_REST_URL": f"http://127.0.0.1:{port}"}
+        with subprocess.Popen([sys.executable, "main.py", "--metrics-addr", "127.0.0.1:0"],
+                              cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True) as proc:
+            time.sleep(1.5)  # inside the 5 s metadata wait (interpreter start-up included)
+            proc.send_signal(signal.SIGTERM)
+            try:
+                code = proc.wait(timeout=5)
+            finally:
+                proc.kill()
+            assert proc.stderr is not None
+            err = proc.stderr.read()
+    assert code == 0, err
+    assert "Traceback" not in err
