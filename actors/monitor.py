@@ -65,16 +65,10 @@ class MetricsBridge:
     def rejected(self, rejection: RiskRejection) -> None:
         self.metrics.risk_rejection(rejection.reason)
 
-    def portfolio_changed(self, engine: RiskEngine) -> None:
-        """Risk calls this on every market event and fill: deliberately nothing.
-
-        A full snapshot (equity, P&L, exposure, drawdown, positions, risk score in Decimal)
-        costs more than all other metrics of a tick together (bench/bench_metrics.py), so the
-        MonitorActor publishes it once per sampling tick instead (:meth:`publish_portfolio`).
-        """
-
     def publish_portfolio(self, engine: RiskEngine) -> None:
-        """Publish the portfolio gauges from ``engine`` (the MonitorActor's sampler)."""
+        """Publish the portfolio gauges from ``engine``. The MonitorActor calls this once a
+        second rather than risk on every tick: a full Decimal snapshot costs more than all
+        other metrics of a tick together (bench/bench_metrics.py)."""
         pf = engine.portfolio
         self.metrics.set_portfolio(
             equity=pf.equity_usd(), realized=pf.realized_pnl_usd(),

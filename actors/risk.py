@@ -51,9 +51,6 @@ class RiskObserver(Protocol):
 
     def rejected(self, rejection: RiskRejection) -> None: ...
 
-    def portfolio_changed(self, engine: RiskEngine) -> None: ...
-
-
 class RiskActor:
     def __init__(
         self,
@@ -146,19 +143,14 @@ class RiskActor:
             exits = self.engine.on_market(event)
             for exit_signal in exits:
                 await self._decide((exit_signal,))
-            if self._observer is not None:
-                self._observer.portfolio_changed(self.engine)
 
     async def _order_event_loop(self) -> None:
         async for event in self._order_events:
             if isinstance(event, OrderAccepted):
                 continue
             self.engine.on_order_event(event)
-            if isinstance(event, Fill):
-                if self._observer is not None:
-                    self._observer.portfolio_changed(self.engine)
-                if self._halt_checks:
-                    self._check_halt()
+            if isinstance(event, Fill) and self._halt_checks:
+                self._check_halt()
 
     # ------------------------------------------------------------------ the gate
 
@@ -187,6 +179,5 @@ class RiskActor:
         if reason is not None and reason not in self.breaker.reasons:
             # The breaker's listeners (app) persist the trip and count it in the metrics.
             self.breaker.trip(reason, latch=True)
-
 
 __all__ = ["RISK_STRATEGY", "Feedback", "OrderCommand", "RiskActor", "RiskObserver"]

@@ -97,6 +97,29 @@ _new_order = fast_constructor(OrderRequest)
 _BookTwin = twin_of(BookEvent)
 
 
+def _synthetic_book(c: CandleEvent, bid_p: Decimal, ask_p: Decimal, qty: Decimal) -> BookEvent:
+    """A one-level synthetic book for candle ``c``, equal to what ``BookEvent(...)`` builds,
+    filled through twin classes (``trading.twin_of``): the loop builds one or two per candle."""
+    bid: Any = _NEW(_LevelTwin)
+    bid.price = bid_p
+    bid.qty = qty
+    bid.__class__ = BookLevel
+    ask: Any = _NEW(_LevelTwin)
+    ask.price = ask_p
+    ask.qty = qty
+    ask.__class__ = BookLevel
+    b: Any = _NEW(_BookTwin)
+    b.symbol = c.symbol
+    b.bids = (bid,)
+    b.asks = (ask,)
+    b.ts_event_ns = c.ts_event_ns
+    b.ts_recv = 0.0
+    b.synthetic = True
+    b.__class__ = BookEvent
+    book: BookEvent = b
+    return book
+
+
 class EngineOutput:
     """What the loop produced, before trades and reports are derived."""
 
@@ -409,29 +432,13 @@ class FastEngine:
                     self._pending.setdefault(o.symbol, []).append(o)
 
     def _execute_at_open(self, c: CandleEvent, orders: list[OrderRequest]) -> None:
-        # open_book(c, buy_mult, sell_mult, slip), built through twins (backtest._data.twin_of)
+        # open_book(c, buy_mult, sell_mult, slip), without the frozen-dataclass constructors
         o = c.open
         if self._slip:
             ask_p, bid_p = o * self._buy_mult, o * self._sell_mult
         else:
             ask_p = bid_p = o
-        bid: Any = _NEW(_LevelTwin)
-        bid.price = bid_p
-        bid.qty = _DEPTH
-        bid.__class__ = BookLevel
-        ask: Any = _NEW(_LevelTwin)
-        ask.price = ask_p
-        ask.qty = _DEPTH
-        ask.__class__ = BookLevel
-        b: Any = _NEW(_BookTwin)
-        b.symbol = c.symbol
-        b.bids = (bid,)
-        b.asks = (ask,)
-        b.ts_event_ns = c.ts_event_ns
-        b.ts_recv = 0.0
-        b.synthetic = True
-        b.__class__ = BookEvent
-        book: BookEvent = b
+        book = _synthetic_book(c, bid_p, ask_p, _DEPTH)
         now = c.ts_event_ns / _NS
         for order in orders:
             self._submit(order, book, now)
@@ -499,26 +506,10 @@ class FastEngine:
     # ------------------------------------------------------------------ book-driven orders
 
     def _on_book(self, c: CandleEvent) -> None:
-        # close_book(c, bid_mult, ask_mult), built through twins (see backtest._data.twin_of):
-        # one book per candle, so the frozen-dataclass constructors were a third of this step.
-        close, vol = c.close, c.volume
-        bid: Any = _NEW(_LevelTwin)
-        bid.price = close * self._bid_mult
-        bid.qty = vol
-        bid.__class__ = BookLevel
-        ask: Any = _NEW(_LevelTwin)
-        ask.price = close * self._ask_mult
-        ask.qty = vol
-        ask.__class__ = BookLevel
-        b: Any = _NEW(_BookTwin)
-        b.symbol = c.symbol
-        b.bids = (bid,)
-        b.asks = (ask,)
-        b.ts_event_ns = c.ts_event_ns
-        b.ts_recv = 0.0
-        b.synthetic = True
-        b.__class__ = BookEvent
-        book: BookEvent = b
+        # close_book(c, bid_mult, ask_mult): one book per candle, so the frozen-dataclass
+        # constructors were a third of this step (see _synthetic_book).
+        close = c.close
+        book = _synthetic_book(c, close * self._bid_mult, close * self._ask_mult, c.volume)
         self._books[c.symbol] = book
         now = c.ts_event_ns / _NS
         for strat in self._book_strats:
