@@ -20,7 +20,6 @@ a :class:`MergedCandles` that rebuilds each candle when the loop reaches it.
 
 from __future__ import annotations
 
-import heapq
 import re
 from array import array
 from bisect import bisect_left
@@ -29,6 +28,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, overload
+
+import numpy as np
 
 from protocol.candles import (
     CandleDataError,
@@ -208,6 +209,8 @@ def pair_for(symbol: str, candles: Sequence[CandleEvent]) -> PairInfo:
 # Decimal digits and exponent) to the parsed ones, and dropped by the consumer after use.
 
 _NEW = object.__new__
+_NO_TICKS = 127  # PriceTable.exp of a price with no integer-tick form
+_TICK_LIMIT = 1 << 52  # largest |tick| a column may hold (sums of millions still fit int64)
 _POW = {e: Decimal(f"1E{e}") for e in range(-40, 41)}
 
 
@@ -238,10 +241,15 @@ class PriceTable:
     equal numbers but stay distinct entries, so a rebuilt candle has the file's own digits).
     """
 
-    __slots__ = ("_by_text", "_by_value", "prices")
+    __slots__ = ("_by_text", "_by_value", "coef", "exp", "prices")
 
     def __init__(self) -> None:
         self.prices: list[Decimal] = []
+        # Each price as coef * 10**exp (exact), filled at load so a run can turn a column into
+        # integer ticks without touching a Decimal (see CandleColumns.close_ticks); a price
+        # whose coefficient does not fit 18 digits gets coef 0 and exp 127 (no ticks).
+        self.coef: array[int] = array("q")
+        self.exp: array[int] = array("b")
         self._by_value: dict[Decimal, int] = {}  # first entry of each numeric value
         self._by_text: dict[str, int] = {}  # other spellings of a value already present
 
@@ -250,7 +258,7 @@ class PriceTable:
         k = self._by_value.get(price)
         if k is None:
             k = self._by_value[price] = len(self.prices)
-            self.prices.append(price)
+            self._append(price)
             return k
         known = self.prices[k]
         # compare_total is 0 only for the same sign, digits and exponent (1.1 vs 1.10 is not).
@@ -260,8 +268,19 @@ class PriceTable:
         k = self._by_text.get(text)
         if k is None:
             k = self._by_text[text] = len(self.prices)
-            self.prices.append(price)
+            self._append(price)
         return k
+
+    def _append(self, price: Decimal) -> None:
+        self.prices.append(price)
+        _sign, digits, exp = price.as_tuple()
+        if isinstance(exp, int) and -100 <= exp <= 100 and len(digits) <= 18:
+            coef = int(price.scaleb(-exp))
+            self.coef.append(coef)
+            self.exp.append(exp)
+        else:
+            self.coef.append(0)
+            self.exp.append(_NO_TICKS)
 
     def seal(self) -> None:
         """Drop the lookup dictionaries (the load is done; rebuilding needs only ``prices``)."""
@@ -332,13 +351,48 @@ class CandleColumns(Sequence[CandleEvent]):
     def __len__(self) -> int:
         return len(self.ts)
 
+    def close_ticks(self) -> tuple[Any, int] | None:
+        """The closes as integer ticks: ``(int64 array, scale)`` with close = tick / 10**scale.
+
+        ``scale`` is the most decimals any close of this series is written with, so every
+        tick is exact. None when a close has no such form or a tick would exceed 2**52 (a
+        caller then uses the Decimal candles), so kernels can sum millions of ticks in int64.
+        """
+        if not self.c:
+            return None
+        idx = np.frombuffer(self.c, dtype=np.uint32 if self.c.itemsize == 4 else np.uint64)
+        exp = np.frombuffer(self.table.exp, dtype=np.int8)[idx].astype(np.int64)
+        if int(exp.max()) == _NO_TICKS:
+            return None
+        coef = np.frombuffer(self.table.coef, dtype=np.int64)[idx]
+        scale = max(0, -int(exp.min()))
+        shift = exp + scale  # >= 0
+        top = int(shift.max())
+        if top > 18:
+            return None
+        limit = _TICK_LIMIT // 10**top
+        if int(np.abs(coef).max()) >= limit:
+            return None
+        return coef * np.power(10, shift), scale
+
     def _build(self, r: int) -> CandleEvent:
         prices = self.table.prices
-        v = self.vbig.get(r)
+        v = self.vbig.get(r) if self.vbig else None
         if v is None:
             v = Decimal(self.vcoef[r]) * _POW[self.vexp[r]]
-        return _candle(self.symbol, self.interval_s, prices[self.o[r]], prices[self.h[r]],
-                       prices[self.lo[r]], prices[self.c[r]], v, self.ts[r])
+        # _candle inlined: the candle-skipping loop builds one per event
+        e: Any = _NEW(_Twin)
+        e.symbol = self.symbol
+        e.interval_s = self.interval_s
+        e.open = prices[self.o[r]]
+        e.high = prices[self.h[r]]
+        e.low = prices[self.lo[r]]
+        e.close = prices[self.c[r]]
+        e.volume = v
+        e.ts_event_ns = self.ts[r]
+        e.ts_recv = 0.0
+        e.__class__ = CandleEvent
+        return e  # type: ignore[no-any-return]
 
     @overload
     def __getitem__(self, k: int) -> CandleEvent: ...
@@ -387,10 +441,6 @@ class CandleColumns(Sequence[CandleEvent]):
             yield e
 
 
-def _keys(ts: array[int], k: int, i: int) -> Iterator[int]:
-    return (t * k + i for t in ts)
-
-
 class MergedCandles(Sequence[CandleEvent]):
     """Several :class:`CandleColumns` merged in (open time, part order), built lazily.
 
@@ -401,18 +451,17 @@ class MergedCandles(Sequence[CandleEvent]):
 
     def __init__(self, parts: Sequence[CandleColumns]) -> None:
         self.parts = list(parts)
-        k = len(self.parts)
+        # A stable sort of the concatenated open times by (time, part): ties keep part order.
+        ts = np.concatenate([np.frombuffer(p.ts, dtype=np.int64) for p in self.parts])
+        part = np.concatenate([np.full(len(p), i, dtype=np.uint8)
+                               for i, p in enumerate(self.parts)])
+        starts = np.cumsum([0] + [len(p) for p in self.parts[:-1]])
+        order = np.lexsort((part, ts))
+        which = part[order]
         self.which: array[int] = array("B")
+        self.which.frombytes(which.tobytes())
         self.rows: array[int] = array("L")
-        which, rows = self.which, self.rows
-        counters = [0] * k
-        # ts * k + part is unique and orders ties by part (a stable sort of the concatenation).
-        keyed = [_keys(p.ts, k, i) for i, p in enumerate(self.parts)]
-        for key in heapq.merge(*keyed):
-            i = key % k
-            which.append(i)
-            rows.append(counters[i])
-            counters[i] += 1
+        self.rows.frombytes((order - starts[which]).astype(np.dtype("L")).tobytes())
 
     def __len__(self) -> int:
         return len(self.which)

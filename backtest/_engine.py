@@ -78,8 +78,9 @@ from trading import (
     twin_of,
 )
 from trading.risk import RISK_STRATEGY
-from trading.strategies import Arbitrage, Strategy, plan_unwind
+from trading.strategies import Arbitrage, CandleKernel, Strategy, plan_unwind
 
+from ._kernel_loop import kernel_input, run_kernels
 from ._result import EquityPoint
 
 __all__ = ["EngineOutput", "FastEngine", "close_book", "open_book", "sample_equity",
@@ -185,18 +186,25 @@ def stop_probe_prices(pf: Portfolio, limits: RiskLimits | None, c: CandleEvent
 
 
 def sample_equity(out: EngineOutput, pf: Portfolio, ts: int, bench_units: Mapping[str, Decimal],
-                  bench_cash: Decimal, first_open: Mapping[str, Decimal]) -> None:
-    """Mark every symbol at its last close and append the equity and benchmark points."""
-    for sym, c in out.last_candles.items():
-        if pf.mark_price(sym) != c.close:
-            pf.mark(sym, c.close)
+                  bench_cash: Decimal, first_open: Mapping[str, Decimal],
+                  closes: Mapping[str, Decimal] | None = None) -> None:
+    """Mark every symbol at its last close and append the equity and benchmark points.
+
+    ``closes``: the last close of every symbol seen so far, in order of first appearance
+    (default: those of ``out.last_candles``).
+    """
+    if closes is None:
+        closes = {sym: c.close for sym, c in out.last_candles.items()}
+    for sym, close in closes.items():
+        if pf.mark_price(sym) != close:
+            pf.mark(sym, close)
     out.equity.append(EquityPoint(ts, pf.equity_usd()))
     # Buy and hold buys each symbol at its first open: until a symbol has traded, its share of
     # the cash is still cash (a symbol whose data starts later must not count as worth 0).
     value = bench_cash
     for sym, units in bench_units.items():
-        last = out.last_candles.get(sym)
-        value += units * (last.close if last is not None else first_open.get(sym, _ZERO))
+        last = closes.get(sym)
+        value += units * (last if last is not None else first_open.get(sym, _ZERO))
     out.benchmark.append(EquityPoint(ts, value))
 
 
@@ -213,6 +221,9 @@ class FastEngine:
         equity_interval_s: equity sampling period.
         benchmark_units: base units per symbol held by the buy-and-hold benchmark.
         benchmark_cash: cash the benchmark keeps (not invested).
+        kernels: allow the candle-skipping loop (``backtest._kernel_loop``) when every
+            strategy offers a candle kernel; False always runs the per-candle loop (the
+            parity tests compare the two).
     """
 
     def __init__(
@@ -227,8 +238,10 @@ class FastEngine:
         equity_interval_s: int = 3600,
         benchmark_units: Mapping[str, Decimal] | None = None,
         benchmark_cash: Decimal = _ZERO,
+        kernels: bool = True,
     ) -> None:
         self._pairs = dict(pairs)
+        self._use_kernels = kernels
         self._pf = portfolio
         self._ids = ClientOrderIds("bt")
         self._matcher = PaperMatcher(pairs, fill_id_prefix="bt")
@@ -272,6 +285,14 @@ class FastEngine:
         n = len(candles)
         if not n:
             return out
+        kernels = self._kernels()
+        if kernels is not None:
+            inp = kernel_input(candles)
+            if inp is not None:
+                run_kernels(self, inp, kernels,
+                            [frozenset(s.symbols) for s in self._candle_strats],
+                            progress, progress_every)
+                return out
         step = self._interval_ns
         first_ts = candles[0].ts_event_ns
         self._sample(first_ts)
@@ -308,6 +329,19 @@ class FastEngine:
             out.warnings.append(f"{len(orders)} order(s) on {sym} decided on the last candle "
                                 "never filled (no next candle)")
         self._sample(end_ts)
+        return out
+
+    def _kernels(self) -> list[CandleKernel] | None:
+        """Every strategy's candle kernel, or None when the per-candle loop must run."""
+        if not self._use_kernels or self._risk is not None or self._book_strats:
+            return None
+        out = []
+        for s in self._candle_strats:
+            make = getattr(s, "candle_kernel", None)
+            kernel = make() if make is not None else None
+            if kernel is None:
+                return None
+            out.append(kernel)
         return out
 
     def _mark_last(self, candles: Sequence[CandleEvent], lo: int, hi: int) -> None:
@@ -369,9 +403,10 @@ class FastEngine:
 
     # ------------------------------------------------------------------ sampling
 
-    def _sample(self, ts: int) -> None:
+    def _sample(self, ts: int, closes: Mapping[str, Decimal] | None = None) -> None:
         out = self.out
-        sample_equity(out, self._pf, ts, self._bench_units, self._bench_cash, self._first_open)
+        sample_equity(out, self._pf, ts, self._bench_units, self._bench_cash, self._first_open,
+                      closes)
         if self._risk is not None and self._breaker is None:
             reason = self._risk.check_halt(utc_day=ts // (86400 * _NS))
             if reason is not None:
@@ -424,7 +459,10 @@ class FastEngine:
     # ------------------------------------------------------------------ candle-driven orders
 
     def _on_signals(self, sigs: Sequence[Signal], c: CandleEvent) -> None:
-        now = c.ts_event_ns / _NS
+        self._queue(sigs, c.ts_event_ns / _NS)
+
+    def _queue(self, sigs: Sequence[Signal], now: float) -> None:
+        """Approve ``sigs`` (decided at ``now``) and queue them for their symbol's next open."""
         for group in self._groups(sigs):
             orders = self._approve(group, now)
             if orders:
@@ -432,15 +470,31 @@ class FastEngine:
                     self._pending.setdefault(o.symbol, []).append(o)
 
     def _execute_at_open(self, c: CandleEvent, orders: list[OrderRequest]) -> None:
-        # open_book(c, buy_mult, sell_mult, slip), without the frozen-dataclass constructors
-        o = c.open
+        self._execute_open(c.open, c.ts_event_ns, orders, lambda: c)
+
+    def _execute_open(self, o: Decimal, ts_ns: int, orders: list[OrderRequest],
+                      candle: Callable[[], CandleEvent]) -> None:
+        """Fill ``orders`` (one symbol's) at the open ``o`` of its candle opening at ``ts_ns``.
+
+        That is open_book(candle, buy_mult, sell_mult, slip); market orders fill through
+        PaperMatcher.fill_at (the same result as submit() on that book, without building it,
+        nor the candle: ``candle()`` is called only for a limit order).
+        """
         if self._slip:
             ask_p, bid_p = o * self._buy_mult, o * self._sell_mult
         else:
             ask_p = bid_p = o
-        book = _synthetic_book(c, bid_p, ask_p, _DEPTH)
-        now = c.ts_event_ns / _NS
+        now = ts_ns / _NS
+        book: BookEvent | None = None
         for order in orders:
+            if order.order_type is OrderType.MARKET and (self._breaker is None
+                                                          or order.reduce_only):
+                self._apply_events(self._matcher.fill_at(
+                    order, ask_p if order.side is Side.BUY else bid_p,
+                    available=self._pf.balance, now=now, ts_event_ns=ts_ns))
+                continue
+            if book is None:
+                book = _synthetic_book(candle(), bid_p, ask_p, _DEPTH)
             self._submit(order, book, now)
 
     def _submit(self, order: OrderRequest, book: BookEvent | None, now: float) -> list[Fill]:

@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 
+# 10**-d for the usual precisions: ``lot`` and ``tick`` sit on every order's hot path.
+_UNIT = {d: Decimal(1).scaleb(-d) for d in range(0, 19)}
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PairInfo:
@@ -27,15 +30,20 @@ class PairInfo:
 
     @property
     def tick(self) -> Decimal:
-        return Decimal(1).scaleb(-self.price_decimals)
+        unit = _UNIT.get(self.price_decimals)
+        return unit if unit is not None else Decimal(1).scaleb(-self.price_decimals)
 
     @property
     def lot(self) -> Decimal:
-        return Decimal(1).scaleb(-self.lot_decimals)
+        unit = _UNIT.get(self.lot_decimals)
+        return unit if unit is not None else Decimal(1).scaleb(-self.lot_decimals)
 
     def round_qty(self, qty: Decimal) -> Decimal:
         """Round a quantity down to the pair's lot precision (never up: no accidental size)."""
-        return qty.quantize(self.lot, rounding=ROUND_DOWN)
+        unit = _UNIT.get(self.lot_decimals)
+        if unit is None:
+            unit = Decimal(1).scaleb(-self.lot_decimals)
+        return qty.quantize(unit, rounding=ROUND_DOWN)
 
     def round_price(self, price: Decimal) -> Decimal:
         return price.quantize(self.tick)

@@ -48,7 +48,7 @@ symbols); every event is stamped with the ``now`` passed in.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 
@@ -233,18 +233,10 @@ class PaperMatcher:
         Returns:
             ``[OrderRejected]``, or ``[OrderAccepted, Fill..., OrderCancelled?]``.
         """
-        pair = self._pairs.get(order.symbol)
-        if pair is None:
-            return self._reject(order, REJECT_UNKNOWN_PAIR, now)
-        if order.client_order_id in self._by_id:
-            return self._reject(order, REJECT_DUPLICATE, now)
-        qty = order.qty
-        if qty <= 0:
-            return self._reject(order, REJECT_VOLUME, now)
-        if qty.as_tuple().exponent < -pair.lot_decimals:  # type: ignore[operator]
-            qty = qty.quantize(pair.lot, rounding=ROUND_DOWN)
-            if qty <= 0:
-                return self._reject(order, REJECT_VOLUME, now)
+        checked = self._check(order, now)
+        if isinstance(checked, list):
+            return checked
+        pair, qty = checked
         is_buy = order.side is Side.BUY
         limit: Decimal | None = None
         if order.order_type is OrderType.LIMIT:
@@ -288,16 +280,10 @@ class PaperMatcher:
         if need > available(fund_ccy) - self._reserved.get(fund_ccy, ZERO):
             return self._reject(order, REJECT_FUNDS, now)
 
-        self._n_orders += 1
-        eid = f"{self._prefix}O{self._n_orders}"
-        events: list[MatcherEvent] = [
-            _new_accepted(client_order_id=order.client_order_id, exchange_order_id=eid, ts=now)
-        ]
         ts_ns = book.ts_event_ns if book is not None else 0
         for p, q in takes:
             used[p] = used.get(p, ZERO) + q
-            events.append(self._fill(order, p, q, pair.fee_taker, pair.quote, Liquidity.TAKER,
-                                     now, ts_ns))
+        events, eid = self._accept(order, pair, takes, now, ts_ns)
         if limit is None:
             if taken < qty:
                 events.append(OrderCancelled(client_order_id=order.client_order_id,
@@ -308,6 +294,71 @@ class PaperMatcher:
             self._resting.setdefault(order.symbol, {})[order.client_order_id] = r
             self._reserved[fund_ccy] = self._reserved.get(fund_ccy, ZERO) + rest * per_unit
         return events
+
+    def fill_at(self, order: OrderRequest, price: Decimal, *,
+                available: Callable[[str], Decimal], now: float,
+                ts_event_ns: int) -> list[MatcherEvent]:
+        """A MARKET order filled whole at ``price`` (unlimited depth): a backtest next-open fill.
+
+        The same checks, fees and events as :meth:`submit` on a one-level book of unlimited
+        depth at ``price`` (the backtest's synthetic next-open book), without building the
+        book; the engine parity tests hold the two to the same trade log.
+
+        Raises:
+            ValueError: ``order`` is not a market order.
+        """
+        if order.order_type is not OrderType.MARKET:
+            raise ValueError("fill_at takes market orders only")
+        checked = self._check(order, now)
+        if isinstance(checked, list):
+            return checked
+        pair, qty = checked
+        if qty < pair.ordermin:
+            return self._reject(order, REJECT_ORDER_MIN, now)
+        notional = price * qty
+        if pair.costmin and notional < pair.costmin:
+            return self._reject(order, REJECT_COST_MIN, now)
+        if order.side is Side.BUY:
+            fund_ccy = pair.quote
+            need = notional * (ONE + pair.fee_taker)
+        else:
+            fund_ccy = pair.base
+            need = qty
+        if need > available(fund_ccy) - self._reserved.get(fund_ccy, ZERO):
+            return self._reject(order, REJECT_FUNDS, now)
+        return self._accept(order, pair, ((price, qty),), now, ts_event_ns)[0]
+
+    def _check(self, order: OrderRequest, now: float
+               ) -> tuple[PairInfo, Decimal] | list[MatcherEvent]:
+        """The pair and the lot-rounded quantity, or the rejection (checks every order takes)."""
+        pair = self._pairs.get(order.symbol)
+        if pair is None:
+            return self._reject(order, REJECT_UNKNOWN_PAIR, now)
+        if order.client_order_id in self._by_id:
+            return self._reject(order, REJECT_DUPLICATE, now)
+        qty = order.qty
+        if qty <= 0:
+            return self._reject(order, REJECT_VOLUME, now)
+        # same_quantum: the usual quantity already has the lot's exponent (cheaper than as_tuple)
+        if not qty.same_quantum(pair.lot) and qty.as_tuple().exponent < -pair.lot_decimals:  # type: ignore[operator]
+            qty = qty.quantize(pair.lot, rounding=ROUND_DOWN)
+            if qty <= 0:
+                return self._reject(order, REJECT_VOLUME, now)
+        return pair, qty
+
+    def _accept(self, order: OrderRequest, pair: PairInfo,
+                takes: Sequence[tuple[Decimal, Decimal]], now: float, ts_ns: int
+                ) -> tuple[list[MatcherEvent], str]:
+        """``[OrderAccepted, Fill per take]`` (taker fills) and the exchange order id."""
+        self._n_orders += 1
+        eid = f"{self._prefix}O{self._n_orders}"
+        events: list[MatcherEvent] = [
+            _new_accepted(client_order_id=order.client_order_id, exchange_order_id=eid, ts=now)
+        ]
+        for p, q in takes:
+            events.append(self._fill(order, p, q, pair.fee_taker, pair.quote, Liquidity.TAKER,
+                                     now, ts_ns))
+        return events, eid
 
     def _release(self, r: _Resting, qty: Decimal) -> None:
         self._reserved[r.reserve_ccy] -= qty * r.per_unit

@@ -206,6 +206,10 @@ class QuoteValuer:
     def observe(self, symbol: str, price: Decimal) -> None:
         self._prices[symbol] = price
 
+    def converts(self, quote: str) -> bool:
+        """Whether sizing in ``quote`` reads an observed price (False: 1:1 with the notional)."""
+        return quote != self._currency and quote not in self._pegs
+
     def notional_in(self, quote: str, notional: Decimal) -> Decimal | None:
         cur = self._currency
         if quote == cur or quote in self._pegs:

@@ -24,14 +24,17 @@ per symbol holding the last ``slow_window`` closes (the fast window's leaving va
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+
+import numpy as np
 
 from protocol.instruments import PairInfo
 from protocol.messages import CandleEvent, Fill, MarketEvent, Side, Signal
 
 from ._base import NO_SIGNALS, PositionKeeper, PriceFilter, QuoteValuer, resolve_symbols, size_order
+from ._kernel import CandleKernel, History, TickColumn
 
 __all__ = ["SmaCross", "SmaCrossConfig"]
 
@@ -154,48 +157,97 @@ class SmaCross:
         if left > right:
             st.prev = 1
             if prev == -1:
-                return self._cross_up(event, close)
+                return self._enter(symbol, event.ts_recv, close, self._latest_closes)
         elif left < right:
             st.prev = -1
             if prev == 1:
-                return self._cross_down(event, close)
+                return self._exit(symbol, event.ts_recv, close)
         else:
             st.prev = 0
         return NO_SIGNALS
 
-    def _cross_up(self, event: MarketEvent, close: Decimal) -> Sequence[Signal]:
-        symbol = event.symbol
+    def _latest_closes(self) -> list[tuple[str, Decimal]]:
+        out = list(self._closes.items())
+        out.extend((sym, st.ring[st.i - 1]) for sym, st in self._state.items() if st.count)
+        return out
+
+    def _enter(self, symbol: str, ts_recv: float, close: Decimal,
+               latest: Callable[[], Iterable[tuple[str, Decimal]]]) -> Sequence[Signal]:
+        """The entry decision on an upward cross (``latest()``: every symbol's latest close,
+        read only when the order is sized in a quote that needs converting)."""
         keeper = self._keeper
-        keeper.expire(event.ts_recv)
+        keeper.expire(ts_recv)
         if not keeper.is_flat(symbol):
             return NO_SIGNALS
         pair = self._pairs[symbol]
-        if self._observe:  # the latest closes, shown to the valuer only when sizing
-            valuer = self._valuer
-            for sym, price in self._closes.items():
+        valuer = self._valuer
+        if self._observe and valuer.converts(pair.quote):
+            for sym, price in latest():
                 valuer.observe(sym, price)
-            for sym, st in self._state.items():
-                if st.count:
-                    valuer.observe(sym, st.ring[st.i - 1])
-        notional = self._valuer.notional_in(pair.quote, self.config.notional)
+        notional = valuer.notional_in(pair.quote, self.config.notional)
         qty = None if notional is None else size_order(pair, notional, close)
         if qty is None:
             return NO_SIGNALS
         reason = f"sma_cross entry: SMA{self._fast} crossed above SMA{self._slow} at {close}"
         return (keeper.signal(symbol, Side.BUY, qty, price=close, reason=reason,
-                              ts_recv=event.ts_recv),)
+                              ts_recv=ts_recv),)
 
-    def _cross_down(self, event: MarketEvent, close: Decimal) -> Sequence[Signal]:
-        symbol = event.symbol
+    def _exit(self, symbol: str, ts_recv: float, close: Decimal) -> Sequence[Signal]:
+        """The exit decision on a downward cross."""
         keeper = self._keeper
-        keeper.expire(event.ts_recv)
+        keeper.expire(ts_recv)
         if not keeper.is_long(symbol) or keeper.has_pending(symbol):
             return NO_SIGNALS
         reason = f"sma_cross exit: SMA{self._slow} crossed above SMA{self._fast} at {close}"
-        return (keeper.exit_signal(symbol, price=close, reason=reason, ts_recv=event.ts_recv),)
+        return (keeper.exit_signal(symbol, price=close, reason=reason, ts_recv=ts_recv),)
+
+    # ------------------------------------------------------------------ candle kernel
+
+    def candle_kernel(self) -> CandleKernel | None:
+        """The candle-skipping view for backtests (None: this config needs every event)."""
+        return _SmaKernel(self) if self._candles_only else None
 
     def on_fill(self, fill: Fill) -> None:
         self._keeper.on_fill(fill)
 
     def on_order_closed(self, client_order_id: str, filled_qty: Decimal) -> None:
         self._keeper.on_order_closed(client_order_id, filled_qty)
+
+
+class _SmaKernel:
+    """sma_cross over a whole close column: the crosses, found with exact integer sums.
+
+    The sign of ``fsum * left - ssum * right`` (``on_market``'s comparison) is computed for
+    every row at once from prefix sums of the integer ticks (a common factor of 10**scale on
+    both sides keeps the sign), and the candidates are exactly the rows where it goes from -1
+    to +1 (entry) or +1 to -1 (exit); a 0 (tie) on either row is no cross, as in ``on_market``.
+    """
+
+    def __init__(self, strategy: SmaCross) -> None:
+        self._s = strategy
+        self._up: dict[str, frozenset[int]] = {}
+
+    def candidates(self, symbol: str, ticks: TickColumn, scale: int) -> TickColumn:
+        s = self._s
+        fast, slow = s._fast, s._slow
+        n = len(ticks)
+        if symbol not in s._state or n <= slow:
+            self._up[symbol] = frozenset()
+            return np.empty(0, dtype=np.int64)
+        cs = np.concatenate((np.zeros(1, dtype=np.int64), np.cumsum(ticks, dtype=np.int64)))
+        end = np.arange(slow, n + 1)  # prefix index one past each full window's last row
+        fsum = cs[end] - cs[end - fast]
+        ssum = cs[end] - cs[end - slow]
+        diff = fsum * s._left_mult - ssum * s._right_mult
+        sign = (diff > 0).astype(np.int8) - (diff < 0).astype(np.int8)
+        prev, cur = sign[:-1], sign[1:]
+        up = np.flatnonzero((prev == -1) & (cur == 1)) + slow
+        down = np.flatnonzero((prev == 1) & (cur == -1)) + slow
+        self._up[symbol] = frozenset(up.tolist())
+        return np.union1d(up, down)
+
+    def act(self, symbol: str, row: int, close: Decimal, history: History) -> Sequence[Signal]:
+        s = self._s
+        if row in self._up[symbol]:
+            return s._enter(symbol, history.ts_recv, close, history.latest_closes)
+        return s._exit(symbol, history.ts_recv, close)

@@ -1,0 +1,207 @@
+"""The candle-skipping loop against the per-candle loop (backtest/_kernel_loop.py).
+
+The fast path visits only the candles where a strategy said in advance it may act (its candle
+kernel, ``trading/strategies/_kernel.py``). That is a speed-up only if it changes nothing: the
+kernel run and the per-candle run of the same engine must give byte-identical trade logs,
+equity and benchmark curves, warnings and rejections, on real data. The kernels' candidate
+rows are also checked against ``on_market`` itself on data built to tie, and the column
+store's merge order and integer ticks against their plain definitions.
+"""
+
+from __future__ import annotations
+
+import random
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+import backtest.cli as cli
+from backtest import BacktestResult, trade_log_bytes
+from backtest._data import CandleColumns, MergedCandles, PriceTable
+from backtest._engine import FastEngine
+from backtest._kernel_loop import kernel_input
+from backtest.cli import add_arguments, prepare, run_prepared
+from config import load_settings
+from protocol.instruments import PairInfo
+from protocol.messages import CandleEvent
+from tests.conftest import FIXTURES, SHARED
+from trading.strategies import SmaCross, SmaCrossConfig
+
+TRIANGLE = sorted(str(p) for p in (FIXTURES / "candles_triangle").glob("*.csv"))
+SLICES = FIXTURES / "candles"
+BTC = str(SLICES / "binance_BTC_USDT_1m_slice.csv")
+ETHBTC = str(SLICES / "binance_ETH_BTC_1m_slice.csv")
+KRAKEN = str(SLICES / "kraken_XBTUSD_60_slice.csv")
+FULL = sorted(str(p) for p in (SHARED / "data" / "binance-triangle-1m").glob("*.csv"))
+
+
+class _PerCandle(FastEngine):
+    """The fast engine with the candle-skipping loop switched off."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, kernels=False, **kwargs)
+
+
+def _both(monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[BacktestResult, BacktestResult]:
+    prepared = prepare(load_settings(["--mode", "backtest", *args], {}, extend=add_arguments))
+    kernels = run_prepared(prepared)
+    with monkeypatch.context() as m:
+        m.setattr(cli, "FastEngine", _PerCandle)
+        per_candle = run_prepared(prepared)
+    return kernels, per_candle
+
+
+def _assert_same(a: BacktestResult, b: BacktestResult) -> None:
+    assert trade_log_bytes(a.fills) == trade_log_bytes(b.fills)
+    assert a.fills == b.fills
+    assert a.equity == b.equity and a.benchmark == b.benchmark
+    assert a.final_equity == b.final_equity and a.final_balances == b.final_balances
+    assert a.warnings == b.warnings
+    assert a.risk_rejections == b.risk_rejections
+    assert a.order_rejections == b.order_rejections
+    assert a.trades == b.trades and a.open_trades == b.open_trades
+
+
+def _spy_kernel_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the runs that took the candle-skipping loop (so a test cannot pass vacuously)."""
+    import backtest._engine as engine_mod
+
+    calls: list[int] = []
+    real = engine_mod.run_kernels  # type: ignore[attr-defined]
+
+    def spy(*args: Any, **kwargs: Any) -> None:
+        calls.append(1)
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(engine_mod, "run_kernels", spy)
+    return calls
+
+
+@pytest.mark.parametrize("args", [
+    ("--data", *TRIANGLE, "--strategy", "sma_cross", "--no-risk-limits"),
+    ("--data", *TRIANGLE, "--strategy", "sma_cross", "--no-risk-limits", "--param",
+     "sma_cross.fast=2", "--param", "sma_cross.slow=3", "--slippage-bps", "7"),
+    ("--data", BTC, ETHBTC, "--strategy", "sma_cross", "--no-risk-limits", "--param",
+     "sma_cross.fast=3", "--param", "sma_cross.slow=5"),
+    ("--data", KRAKEN, "--symbol", f"{KRAKEN}=BTC/USD", "--strategy", "sma_cross",
+     "--no-risk-limits", "--param", "sma_cross.fast=2", "--param", "sma_cross.slow=4"),
+], ids=["triangle", "triangle-fast-slip", "two-symbols", "kraken-hourly"])
+def test_kernel_loop_equals_per_candle_loop(monkeypatch: pytest.MonkeyPatch,
+                                            args: tuple[str, ...]) -> None:
+    calls = _spy_kernel_runs(monkeypatch)
+    kernels, per_candle = _both(monkeypatch, *args)
+    assert calls == [1]  # the first run skipped candles, the second did not
+    assert kernels.fills, "the run must trade for the comparison to mean something"
+    _assert_same(kernels, per_candle)
+
+
+@pytest.mark.skipif(not FULL, reason="needs ../shared/data/binance-triangle-1m (143k real "
+                    "1-minute candles), absent on a user's machine")
+def test_kernel_loop_equals_per_candle_loop_on_the_full_files(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _spy_kernel_runs(monkeypatch)
+    kernels, per_candle = _both(monkeypatch, "--data", *FULL, "--strategy", "sma_cross",
+                                "--no-risk-limits")
+    assert calls == [1]
+    assert len(kernels.fills) > 1000
+    _assert_same(kernels, per_candle)
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+def _candles(symbol: str, closes: list[Decimal]) -> list[CandleEvent]:
+    return [CandleEvent(symbol=symbol, interval_s=60, open=c, high=c, low=c, close=c,
+                        volume=Decimal(1), ts_event_ns=(i + 1) * 60 * 10**9)
+            for i, c in enumerate(closes)]
+
+
+def _crosses_by_on_market(closes: list[Decimal], fast: int, slow: int) -> list[int]:
+    """Rows where ``on_market`` reaches a cross, whatever the position: an entry is seen as a
+    signal when flat, and an exit is seen by making the strategy long first."""
+    pair = PairInfo(symbol="X/USD", base="X", quote="USD", price_decimals=8)
+    rows = []
+    for long in (False, True):
+        s = SmaCross(SmaCrossConfig(fast=fast, slow=slow, notional=Decimal("0.0001")),
+                     {"X/USD": pair})
+        if long:
+            s.keeper.positions["X/USD"] = Decimal(1)
+        for i, c in enumerate(_candles("X/USD", closes)):
+            if s.on_market(c):
+                rows.append(i)
+                s = _reset_keeper(s, long)
+    return sorted(rows)
+
+
+def _reset_keeper(s: SmaCross, long: bool) -> SmaCross:
+    # the signal left an intent pending: forget it so every later cross is seen too
+    s.keeper._intents.clear()
+    s.keeper._pending.clear()
+    if long:
+        s.keeper.positions["X/USD"] = Decimal(1)
+    return s
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_sma_kernel_candidates_are_exactly_on_markets_crosses(seed: int) -> None:
+    rng = random.Random(seed)
+    fast, slow = rng.choice([(2, 3), (3, 5), (10, 30), (1, 4)])
+    # few distinct prices, so the averages tie often (a tie is no cross)
+    levels = [Decimal("100.5"), Decimal("100.25"), Decimal("100.75"), Decimal("101")]
+    closes = [rng.choice(levels) for _ in range(400)]
+    table = PriceTable()
+    cols = CandleColumns.from_candles(_candles("X/USD", closes), table, symbol="X/USD",
+                                      interval_s=60)
+    ticks = cols.close_ticks()
+    assert ticks is not None
+    pair = PairInfo(symbol="X/USD", base="X", quote="USD", price_decimals=8)
+    kernel = SmaCross(SmaCrossConfig(fast=fast, slow=slow), {"X/USD": pair}).candle_kernel()
+    assert kernel is not None
+    found = kernel.candidates("X/USD", *ticks).tolist()
+    assert found == _crosses_by_on_market(closes, fast, slow)
+    assert found  # the data does cross
+
+
+# --------------------------------------------------------------------------- column store
+
+
+def test_close_ticks_are_exact_and_refuse_what_int64_cannot_sum() -> None:
+    table = PriceTable()
+    closes = [Decimal("56813.98"), Decimal("56777.0"), Decimal("0.5"), Decimal("7")]
+    cols = CandleColumns.from_candles(_candles("A/USD", closes), table, symbol="A/USD",
+                                      interval_s=60)
+    got = cols.close_ticks()
+    assert got is not None
+    ticks, scale = got
+    assert scale == 2
+    assert [Decimal(int(t)).scaleb(-scale) for t in ticks] == closes
+    huge = CandleColumns.from_candles(_candles("B/USD", [Decimal("1.5"), Decimal(2**53)]),
+                                      table, symbol="B/USD", interval_s=60)
+    assert huge.close_ticks() is None  # the run then takes the per-candle loop
+    merged = MergedCandles([cols, huge])
+    assert kernel_input(merged) is None
+
+
+def test_merge_order_is_time_then_input_order() -> None:
+    table = PriceTable()
+    rng = random.Random(7)
+    parts = []
+    for k in range(3):
+        times = sorted(rng.sample(range(50), 30))
+        candles = [CandleEvent(symbol=f"S{k}/USD", interval_s=60, open=Decimal(1),
+                               high=Decimal(1), low=Decimal(1), close=Decimal(t),
+                               volume=Decimal(1), ts_event_ns=t) for t in times]
+        parts.append(CandleColumns.from_candles(candles, table, symbol=f"S{k}/USD",
+                                                interval_s=60))
+    merged = list(MergedCandles(parts))
+    expected = sorted((c for p in parts for c in p), key=lambda c: c.ts_event_ns)  # stable
+    assert merged == expected
+
+
+def test_a_symbol_in_two_parts_takes_the_per_candle_loop() -> None:
+    table = PriceTable()
+    a = CandleColumns.from_candles(_candles("A/USD", [Decimal(1), Decimal(2)]), table,
+                                   symbol="A/USD", interval_s=60)
+    assert kernel_input(MergedCandles([a, a])) is None
+    assert kernel_input([*a]) is None  # not the column store

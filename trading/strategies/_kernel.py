@@ -1,0 +1,69 @@
+"""Candle kernels: how a candle strategy lets a backtest skip the candles where it cannot act.
+
+A backtest over minute candles calls a strategy hundreds of thousands of times, and on almost
+every call nothing happens: the rolling state moves and no condition holds. A strategy whose
+decision on a candle depends only on (a) the closes of that symbol up to the candle and (b) its
+own position bookkeeping can say *in advance*, from the whole close column at once, on which
+candles a signal is possible at all. The backtest's fast path then visits only those candles
+and asks the strategy to decide there, with the same decision code ``on_market`` runs.
+
+The contract, which the parity tests check (``tests/test_backtest_kernels.py``: the kernel run
+and the per-candle run of the same engine give byte-identical trade logs):
+
+* :meth:`CandleKernel.candidates` returns, for one symbol's close column in integer ticks, the
+  rows where ``on_market`` *could* return a signal, whatever the position state. A superset is
+  fine (a candidate where nothing happens costs one call); a missing row is a bug.
+* :meth:`CandleKernel.act` is called on each candidate row, in time order across symbols, with
+  the close and a :class:`History` of the series, and returns what ``on_market`` would return
+  on that candle had it seen every candle before it.
+* Nothing outside the candidates may change what the strategy does later: rolling state must be
+  a function of the closes (rebuilt from :class:`History` when needed), and the position
+  bookkeeping changes only through fills and order events, which the engine delivers as usual.
+
+Ticks: ``close = tick / 10**scale`` exactly (``scale`` is the most decimals of the column), in a
+NumPy int64 array whose values stay below 2**52, so sums over any realistic window are exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any, Protocol
+
+from protocol.messages import Signal
+
+__all__ = ["CandleKernel", "History", "TickColumn"]
+
+TickColumn = Any  # numpy.ndarray of int64 ticks (NumPy has no precise static type here)
+
+
+class History(Protocol):
+    """What a kernel may read of the data at a candidate (all strictly causal).
+
+    ``ts_recv`` is the receive time the candles carry (0.0 for stored data: a backtest has
+    no receive clock), passed on to the signals as ``on_market`` would.
+    """
+
+    ts_recv: float
+
+    def closes(self, symbol: str, lo: int, hi: int) -> Sequence[Decimal]:
+        """The closes of ``symbol``'s rows ``lo..hi-1`` (Decimals as written)."""
+        ...
+
+    def latest_closes(self) -> Sequence[tuple[str, Decimal]]:
+        """The latest close at or before the current candle of every symbol that has one, in
+        order of each symbol's first candle (what a strategy observing every candle knows)."""
+        ...
+
+
+class CandleKernel(Protocol):
+    """A strategy's candle-skipping view (see the module docstring for the contract)."""
+
+    def candidates(self, symbol: str, ticks: TickColumn, scale: int) -> TickColumn:
+        """Rows (sorted int64 array) of ``symbol`` where a signal is possible."""
+        ...
+
+    def act(self, symbol: str, row: int, close: Decimal, history: History) -> Sequence[Signal]:
+        """The strategy's decision on candidate ``row`` of ``symbol``, whose close is ``close``
+        (the candle itself is not built: the loop visits thousands of candidates)."""
+        ...
