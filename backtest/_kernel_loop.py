@@ -224,12 +224,20 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
         part = parts[c_part[ci]]
         row = c_row[ci]
         history.at = m
-        sigs = acts[c_strat[ci]](part.symbol, row, part.table.prices[part.c[row]], history)
+        sym = part.symbol
+        sigs = acts[c_strat[ci]](sym, row, part.table.prices[part.c[row]], history)
         ci += 1
         if sigs:
             queue(sigs, part.ts[row] / _NS)
             if pending:
-                schedule(m)
+                if len(pending) == 1 and sym in pending and sym not in scheduled:
+                    # the usual case: this symbol's orders, for its next row
+                    i = c_part[ci - 1]
+                    if row + 1 < len(pos_of[i]):
+                        heapq.heappush(heap, (pos_of[i][row + 1], i))
+                        scheduled.add(sym)
+                else:
+                    schedule(m)
     out.candles = n
     if progress is not None:
         progress(n)

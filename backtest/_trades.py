@@ -18,12 +18,14 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
 from protocol.messages import CandleEvent, Fill, Side
+from trading import fast_constructor
 
 from ._result import ClosedTrade
 
 __all__ = ["closed_trades"]
 
 _ZERO = Decimal(0)
+_new_trade = fast_constructor(ClosedTrade)  # one per round trip: trading._fastinit
 
 
 class _Lot:
@@ -43,7 +45,7 @@ def _trade(lot: _Lot, take: Decimal, entry_fee: Decimal, *, exit_strategy: str, 
     long = lot.qty > 0
     gross = (exit_price - lot.price) * take if long else (lot.price - exit_price) * take
     fees = entry_fee + exit_fee
-    return ClosedTrade(
+    return _new_trade(
         strategy=lot.strategy, exit_strategy=exit_strategy, symbol=symbol,
         side="long" if long else "short", entry_time=lot.ts, exit_time=exit_time,
         entry_price=lot.price, exit_price=exit_price, quantity=take, fees=fees,

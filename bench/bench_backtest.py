@@ -5,13 +5,14 @@ Run: ``.venv/bin/python bench/bench_backtest.py [DATA_DIR] [--no-year] [--no-act
 it the year RSS child). Prints, on the same real candles:
 
 * a bare Python loop over the preloaded candles (the floor: what "no work" costs);
-* ``sma_cross`` alone through the fast path (``--no-risk-limits``), candles/s, over preloaded
-  candle objects (the engine's figure, target >= 1M/s) and over the lazy column store the CLI
-  uses (each candle built when the loop reaches it, for context);
+* ``sma_cross`` alone through the fast path (``--no-risk-limits``), candles/s, the way the CLI
+  runs it: candles in the column store, the candle-skipping loop (``backtest/_kernel_loop.py``)
+  visiting only the crosses, the next opens and the equity samples (target >= 1M/s); and, for
+  context, the per-candle loop over preloaded candle objects (kernels off);
 * every strategy with the risk engine, fills and ledger, candles/s (target >= 300k/s);
 * the ``backtesting`` package's ``Backtest.run()`` with its SMA-cross example made long only on
-  the largest file (when installed; AGPL, bench/test-only), our fast path on the same candles,
-  and the ratio (target >= 7x);
+  the largest file (when installed; AGPL, bench/test-only), our fast path on the same candles
+  (each with its number of closed trades: the same work), and the ratio (target >= 7x);
 * the actor path beside a bare 4-hop trio memory-channel chain: ``bench_backtest_actors.py``
   (the actor engine's own bench) run as a child on one day of the same data, 3 rounds, its
   lines passed through (target >= 0.5); ``--no-actors`` skips it;
@@ -41,7 +42,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from backtest._data import merge_candles  # noqa: E402
 from backtest.cli import add_arguments, merged_candles, prepare, run_prepared  # noqa: E402
 from config import load_settings  # noqa: E402
 from protocol.messages import CandleEvent  # noqa: E402
@@ -65,7 +65,8 @@ def _rate(n: int, times: list[float]) -> str:
     return f"{n / statistics.median(times):12,.0f}/s (best {n / min(times):,.0f})"
 
 
-def _backtesting_rate(candles: Sequence[CandleEvent]) -> float | None:
+def _backtesting_rate(candles: Sequence[CandleEvent]) -> tuple[float, int] | None:
+    """``Backtest.run()`` candles/s (median of 3) and its number of closed trades."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -97,7 +98,8 @@ def _backtesting_rate(candles: Sequence[CandleEvent]) -> float | None:
         warnings.simplefilter("ignore")
         bt = Backtest(frame, LongSmaCross, cash=1e12, commission=0.0)
         elapsed = statistics.median(_times(bt.run, 3))
-    return len(candles) / elapsed
+        trades = len(bt.run()["_trades"])
+    return len(candles) / elapsed, trades
 
 
 YEAR_ROWS = 525_600
@@ -196,14 +198,18 @@ def main() -> int:
 
     bare_t = _times(bare, 5)
     print(f"bare loop (dict store per candle):             {_rate(n, bare_t)}")
-    sma_t = _times(lambda: run_prepared(sma, candles), 5)
-    print(f"fast path, sma_cross alone (no risk):          {_rate(n, sma_t)}")
-    lazy_t = _times(lambda: run_prepared(sma, merge_candles(sma.loaded)), 3)
-    print(f"  same, candles built from the column store:   {_rate(n, lazy_t)}")
+    sma_t = _times(lambda: run_prepared(sma), 7)
+    fills = len(run_prepared(sma).fills)
+    print(f"fast path, sma_cross alone (no risk):          {_rate(n, sma_t)} "
+          f"[{fills} fills; the CLI's way: column store, candle-skipping loop]")
+    per_t = _times(lambda: run_prepared(sma, candles), 3)
+    print(f"  same, per-candle loop over preloaded objects:{_rate(n, per_t)} (kernels off: "
+          "preloaded candles are not the column store)")
     every = prepare(load_settings(["--mode", "backtest", "--data", *files], {},
                                   extend=add_arguments))
-    all_t = _times(lambda: run_prepared(every, candles), 3)
-    print(f"fast path, all strategies + risk + fills:      {_rate(n, all_t)}")
+    all_t = _times(lambda: run_prepared(every), 3)
+    fills = len(run_prepared(every).fills)
+    print(f"fast path, all strategies + risk + fills:      {_rate(n, all_t)} [{fills} fills]")
     sma_rate = n / statistics.median(sma_t)
     all_rate = n / statistics.median(all_t)
     # backtesting runs one symbol; use the largest file so the comparison is per candle
@@ -212,18 +218,20 @@ def main() -> int:
     one_prep = prepare(load_settings(["--mode", "backtest", "--data", biggest.files[0],
                                       "--strategy", "sma_cross", "--no-risk-limits"], {},
                                      extend=add_arguments))
-    ours_t = _times(lambda: run_prepared(one_prep, one), 5)
+    ours_t = _times(lambda: run_prepared(one_prep), 7)
     ours_one = len(one) / statistics.median(ours_t)
+    ours_trades = len(run_prepared(one_prep).trades)
     print(f"fast path, sma_cross on {biggest.symbol} ({len(one)} candles): "
-          f"{_rate(len(one), ours_t)}")
-    bt_rate = _backtesting_rate(one)
-    if bt_rate is None:
+          f"{_rate(len(one), ours_t)} [{ours_trades} closed trades]")
+    bt = _backtesting_rate(one)
+    if bt is None:
         print("backtesting package: not installed (pip install backtesting; AGPL, bench only)")
     else:
         import backtesting
 
+        bt_rate, bt_trades = bt
         print(f"backtesting {backtesting.__version__} Backtest.run(), same candles: "
-              f"{bt_rate:12,.0f}/s (median of 3)")
+              f"{bt_rate:12,.0f}/s (median of 3) [{bt_trades} closed trades]")
         print(f"ratio fast path / backtesting (sma_cross): {ours_one / bt_rate:6.2f}x "
               "(target >= 7x)")
     print(f"ratio sma_cross / bare loop: {sma_rate / (n / statistics.median(bare_t)):.3f}; "

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Protocol, TypeVar
 
@@ -209,6 +209,13 @@ class QuoteValuer:
     def converts(self, quote: str) -> bool:
         """Whether sizing in ``quote`` reads an observed price (False: 1:1 with the notional)."""
         return quote != self._currency and quote not in self._pegs
+
+    def can_size(self, quote: str, symbols: Collection[str]) -> bool:
+        """Whether a pair quoted in ``quote`` can ever be sized when only ``symbols`` are
+        observed (False: no order in that quote will ever be sized, whatever the prices)."""
+        cur = self._currency
+        return (not self.converts(quote) or f"{quote}/{cur}" in symbols
+                or f"{cur}/{quote}" in symbols)
 
     def notional_in(self, quote: str, notional: Decimal) -> Decimal | None:
         cur = self._currency

@@ -231,7 +231,10 @@ class _SmaKernel:
         s = self._s
         fast, slow = s._fast, s._slow
         n = len(ticks)
-        if symbol not in s._state or n <= slow:
+        # A pair that can never be sized never enters, so it never exits either (e.g. ETH/BTC
+        # with a USD notional and no BTC/USD or USD/BTC price among the symbols).
+        if (symbol not in s._state or n <= slow
+                or not s._valuer.can_size(s._pairs[symbol].quote, s._pairs)):
             self._up[symbol] = frozenset()
             return np.empty(0, dtype=np.int64)
         cs = np.concatenate((np.zeros(1, dtype=np.int64), np.cumsum(ticks, dtype=np.int64)))
