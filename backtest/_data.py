@@ -241,7 +241,7 @@ class PriceTable:
     equal numbers but stay distinct entries, so a rebuilt candle has the file's own digits).
     """
 
-    __slots__ = ("_by_text", "_by_value", "coef", "exp", "prices")
+    __slots__ = ("_by_text", "_by_value", "coef", "exp", "flt", "prices")
 
     def __init__(self) -> None:
         self.prices: list[Decimal] = []
@@ -250,6 +250,7 @@ class PriceTable:
         # whose coefficient does not fit 18 digits gets coef 0 and exp 127 (no ticks).
         self.coef: array[int] = array("q")
         self.exp: array[int] = array("b")
+        self.flt: array[float] = array("d")  # float(price): screens with a margin, never money
         self._by_value: dict[Decimal, int] = {}  # first entry of each numeric value
         self._by_text: dict[str, int] = {}  # other spellings of a value already present
 
@@ -273,6 +274,7 @@ class PriceTable:
 
     def _append(self, price: Decimal) -> None:
         self.prices.append(price)
+        self.flt.append(float(price))
         _sign, digits, exp = price.as_tuple()
         if isinstance(exp, int) and -100 <= exp <= 100 and len(digits) <= 18:
             coef = int(price.scaleb(-exp))
@@ -374,6 +376,12 @@ class CandleColumns(Sequence[CandleEvent]):
         if int(np.abs(coef).max()) >= limit:
             return None
         return coef * np.power(10, shift), scale
+
+    def floats(self, column: str) -> Any:
+        """Column ``o``, ``h``, ``lo`` or ``c`` as a float64 NumPy array (screens only)."""
+        idx = getattr(self, column)
+        where = np.frombuffer(idx, dtype=np.uint32 if idx.itemsize == 4 else np.uint64)
+        return np.frombuffer(self.table.flt, dtype=np.float64)[where]
 
     def _build(self, r: int) -> CandleEvent:
         prices = self.table.prices

@@ -50,7 +50,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from itertools import islice
 from operator import attrgetter
-from typing import Any
 
 from protocol.instruments import PairInfo
 from protocol.messages import (
@@ -78,10 +77,11 @@ from trading import (
     twin_of,
 )
 from trading.risk import RISK_STRATEGY
-from trading.strategies import Arbitrage, CandleKernel, Strategy, plan_unwind
+from trading.strategies import Arbitrage, BookKernel, CandleKernel, Strategy, plan_unwind
 
 from ._kernel_loop import kernel_input, run_kernels
 from ._result import EquityPoint
+from ._synthetic import synthetic_book as _synthetic_book
 
 __all__ = ["EngineOutput", "FastEngine", "close_book", "open_book", "sample_equity",
            "stop_probe_prices"]
@@ -96,29 +96,6 @@ _NEW = object.__new__
 _LevelTwin = twin_of(BookLevel)
 _new_order = fast_constructor(OrderRequest)
 _BookTwin = twin_of(BookEvent)
-
-
-def _synthetic_book(c: CandleEvent, bid_p: Decimal, ask_p: Decimal, qty: Decimal) -> BookEvent:
-    """A one-level synthetic book for candle ``c``, equal to what ``BookEvent(...)`` builds,
-    filled through twin classes (``trading.twin_of``): the loop builds one or two per candle."""
-    bid: Any = _NEW(_LevelTwin)
-    bid.price = bid_p
-    bid.qty = qty
-    bid.__class__ = BookLevel
-    ask: Any = _NEW(_LevelTwin)
-    ask.price = ask_p
-    ask.qty = qty
-    ask.__class__ = BookLevel
-    b: Any = _NEW(_BookTwin)
-    b.symbol = c.symbol
-    b.bids = (bid,)
-    b.asks = (ask,)
-    b.ts_event_ns = c.ts_event_ns
-    b.ts_recv = 0.0
-    b.synthetic = True
-    b.__class__ = BookEvent
-    book: BookEvent = b
-    return book
 
 
 class EngineOutput:
@@ -289,8 +266,8 @@ class FastEngine:
         if kernels is not None:
             inp = kernel_input(candles)
             if inp is not None:
-                run_kernels(self, inp, kernels,
-                            [frozenset(s.symbols) for s in self._candle_strats],
+                run_kernels(self, inp, kernels[0],
+                            [frozenset(s.symbols) for s in self._candle_strats], kernels[1],
                             progress, progress_every)
                 return out
         step = self._interval_ns
@@ -331,18 +308,26 @@ class FastEngine:
         self._sample(end_ts)
         return out
 
-    def _kernels(self) -> list[CandleKernel] | None:
-        """Every strategy's candle kernel, or None when the per-candle loop must run."""
-        if not self._use_kernels or self._risk is not None or self._book_strats:
+    def _kernels(self) -> tuple[list[CandleKernel], list[BookKernel]] | None:
+        """Every strategy's kernel (candle strategies, then book strategies), or None when
+        the per-candle loop must run (one strategy has none, or kernels are off)."""
+        if not self._use_kernels:
             return None
-        out = []
+        candle: list[CandleKernel] = []
         for s in self._candle_strats:
             make = getattr(s, "candle_kernel", None)
             kernel = make() if make is not None else None
             if kernel is None:
                 return None
-            out.append(kernel)
-        return out
+            candle.append(kernel)
+        book: list[BookKernel] = []
+        for s in self._book_strats:
+            make_book = getattr(s, "book_kernel", None)
+            bk = make_book() if make_book is not None else None
+            if bk is None:
+                return None
+            book.append(bk)
+        return candle, book
 
     def _mark_last(self, candles: Sequence[CandleEvent], lo: int, hi: int) -> None:
         """Update ``out.last_candles`` to the last candle of each symbol in ``[lo, hi)``."""
@@ -569,10 +554,14 @@ class FastEngine:
         for strat in self._book_strats:
             sigs = strat.on_market(book)
             if sigs:
-                for group in self._groups(sigs):
-                    orders = self._approve(group, now)
-                    if orders:
-                        self._execute_group(orders, now)
+                self._book_signals(sigs, now)
+
+    def _book_signals(self, sigs: Sequence[Signal], now: float) -> None:
+        """Approve a book strategy's signals and execute them at once, group by group."""
+        for group in self._groups(sigs):
+            orders = self._approve(group, now)
+            if orders:
+                self._execute_group(orders, now)
 
     def _execute_group(self, orders: list[OrderRequest], now: float) -> None:
         got: list[Fill] = []

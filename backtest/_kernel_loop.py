@@ -8,13 +8,25 @@ store. The events of the run, merged by position in the (open time, input order)
   every symbol at its last close before it: what the per-candle loop does);
 * **executions** of orders waiting for a symbol's next open (the next candle of that symbol
   after the decision);
-* **kernel candidates**: the rows each strategy named from its close column, in strategy order
-  at equal positions, where the strategy's decision code runs on the candle.
+* **kernel candidates**: the rows each candle strategy named from its close column, then the
+  positions each book strategy (arbitrage) named from the synthetic books' timeline, in
+  strategy order at equal positions, where the strategy's decision code runs;
+* with the risk engine on, **stop triggers**: for each open position, the next candle whose
+  range reaches its stop-loss or take-profit level (searched in the low/high columns with a
+  float margin, so a superset), where the per-candle risk step runs exactly.
 
 Every other candle changes nothing the per-candle loop would have used: no order waits for it,
-no sample falls before it, and the strategies said in advance that they cannot act on it. The
-per-candle and kernel loops give byte-identical trade logs (``tests/test_backtest_kernels.py``).
-Candles are built only at events, from the columns.
+no sample falls before it, and the strategies and the risk engine said in advance that they
+cannot act on it. What such a candle *does* change is the portfolio's mark, hence possibly its
+high-water mark (the drawdown limit reads it): before each event the marks are brought up to
+date (:meth:`_Run.sync`), and the candles skipped since the last event are marked one by one,
+through :meth:`Portfolio.mark` itself, unless an upper bound of the equity over them (each
+symbol at its highest close there, :meth:`Portfolio.equity_bound`) stays below the high-water
+mark, in which case none of them could have moved it. The per-candle and kernel loops give
+byte-identical trade logs, equity curves and rejections (``tests/test_backtest_kernels.py``);
+``Portfolio.max_drawdown`` (a paper-mode figure; backtest reports measure drawdown on the
+equity samples) is the one thing not tracked across skipped candles.
+Candles and books are built only at events, from the columns.
 """
 
 from __future__ import annotations
@@ -29,13 +41,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from protocol.messages import CandleEvent
-from trading.strategies import CandleKernel
+from protocol.messages import BookEvent, CandleEvent
+from trading.strategies import BookKernel, CandleKernel
 
 from ._data import CandleColumns, MergedCandles
 
 if TYPE_CHECKING:
     from ._engine import FastEngine
+
+from ._synthetic import synthetic_book as _synthetic_book
 
 __all__ = ["KernelInput", "kernel_input", "run_kernels"]
 
@@ -45,11 +59,12 @@ _NS = 1_000_000_000
 class KernelInput:
     """The merged columns as NumPy arrays: per part its merged positions and close ticks."""
 
-    __slots__ = ("n", "parts", "pos", "pos_np", "rows", "ticks", "ts")
+    __slots__ = ("n", "parts", "pos", "pos_np", "rows", "ticks", "ts", "which")
 
     def __init__(self, merged: MergedCandles,
                  ticks: Sequence[tuple[Any, int]]) -> None:
         self.parts: list[CandleColumns] = merged.parts
+        self.which = merged.which
         which = np.frombuffer(merged.which, dtype=np.uint8)
         self.n = len(which)
         self.rows = merged.rows
@@ -115,18 +130,212 @@ class _History:
         return out
 
 
+_BLOCK = 32  # rows per block of the close maxima behind the equity bound
+_STOP_MARGIN = 1e-9  # the stop search's float room: it may visit a candle too many, never miss
+
+
+class _Timeline:
+    """:class:`trading.strategies.BookTimeline` over the kernel input."""
+
+    def __init__(self, inp: KernelInput, bid_mult: Decimal, ask_mult: Decimal) -> None:
+        self.n = inp.n
+        self._inp = inp
+        self._part_of = {p.symbol: i for i, p in enumerate(inp.parts)}
+        self._bid = float(bid_mult)
+        self._ask = float(ask_mult)
+        self._which = np.frombuffer(inp.which, dtype=np.uint8)
+
+    def has(self, symbol: str) -> bool:
+        return symbol in self._part_of
+
+    def latest_tops(self, symbol: str) -> tuple[Any, Any]:
+        i = self._part_of[symbol]
+        close = self._inp.parts[i].floats("c")
+        where = self._inp.pos_np[i]
+        # index of the latest row at or before each position (-1 before the first)
+        latest = np.full(self.n, -1, dtype=np.int64)
+        latest[where] = np.arange(len(where))
+        latest = np.maximum.accumulate(latest)
+        vals = np.where(latest >= 0, close[np.maximum(latest, 0)], np.nan)
+        return vals * self._bid, vals * self._ask
+
+    def is_symbol(self, symbols: Any) -> Any:
+        ids = [self._part_of[s] for s in symbols if s in self._part_of]
+        return np.isin(self._which, np.asarray(ids, dtype=np.uint8))
+
+
+class _Run:
+    """One kernel run; see the module docstring. Private to :func:`run_kernels`."""
+
+    def __init__(self, engine: FastEngine, inp: KernelInput) -> None:
+        self.engine = engine
+        self.inp = inp
+        self.pf = engine._pf
+        self.risk = engine._risk
+        self.limits = engine._limits
+        self.parts = inp.parts
+        self.syms = [p.symbol for p in inp.parts]
+        self.synced = -1  # the candles up to here have been marked
+        self.rows = inp.rows
+        self.which = inp.which
+        self.prices = [p.table.prices for p in inp.parts]
+        self.cidx = [p.c for p in inp.parts]
+        self.hidx = [p.h for p in inp.parts]
+        self.firsts = sorted(range(len(inp.parts)), key=lambda i: inp.pos[i][0])
+        self.book_cache: dict[int, tuple[int, BookEvent]] = {}
+        if self.risk is not None:
+            self._prepare_risk()
+
+    # ------------------------------------------------------------------ marks
+
+    def _prepare_risk(self) -> None:
+        self.lows = [p.floats("lo") for p in self.parts]
+        self.highs = [p.floats("h") for p in self.parts]
+        self.block_max: list[list[float]] = []
+        self.block_row: list[list[int]] = []
+        for p in self.parts:
+            # highs, not closes: a stop probe marks a candle's high too (see _mark_each)
+            high = p.floats("h")
+            pad = (-len(high)) % _BLOCK
+            grid = np.concatenate((high, np.full(pad, -np.inf))).reshape(-1, _BLOCK)
+            arg = grid.argmax(axis=1)
+            self.block_row.append((arg + np.arange(len(grid)) * _BLOCK).tolist())
+            self.block_max.append(grid.max(axis=1).tolist())
+        self.stop_key: list[tuple[Decimal, Decimal | None, bool]] = [
+            (Decimal(0), None, False) for _ in self.parts]
+        self.stop_version = [0] * len(self.parts)
+        self.stops: list[tuple[int, int, int]] = []  # (position, part, version)
+
+    def sync(self, upto: int) -> None:
+        """Mark every candle up to position ``upto`` as the per-candle loop would have."""
+        a = self.synced + 1
+        if upto < a:
+            return
+        self.synced = upto
+        pf = self.pf
+        pos = self.inp.pos
+        relevant = pf.relevant_symbols()
+        if relevant:
+            highs: dict[str, Decimal] = {}
+            for i, sym in enumerate(self.syms):
+                if sym in relevant:
+                    r0 = bisect_left(pos[i], a)
+                    r1 = bisect_right(pos[i], upto) - 1
+                    if r0 <= r1:
+                        bm = self.block_max[i]
+                        b = max(range(r0 // _BLOCK, r1 // _BLOCK + 1), key=bm.__getitem__)
+                        highs[sym] = self.prices[i][self.hidx[i][self.block_row[i][b]]]
+            hwm = pf.high_water_usd
+            bound = pf.equity_bound(highs) if highs else None
+            if highs and (bound is None or hwm is None
+                          or bound * _BOUND_ROOM > hwm):
+                self._mark_each(a, upto)
+                return
+        for i in self.firsts:
+            r = bisect_right(pos[i], upto) - 1
+            if r >= 0 and pos[i][r] >= a:
+                pf.mark(self.syms[i], self.prices[i][self.cidx[i][r]])
+
+    def _mark_each(self, a: int, upto: int) -> None:
+        # The per-candle risk step on each candle (a position's candles may carry stop probes,
+        # which mark the low and the high); no exit can come out of it here: the candles where
+        # one could are stop triggers, visited as events.
+        for p in range(a, upto + 1):
+            self.risk_step(p)
+
+    def risk_step(self, m: int) -> None:
+        """The per-candle risk step on the candle at ``m`` (exits queue like any signal)."""
+        i = self.which[m]
+        sym = self.syms[i]
+        row = self.rows[m]
+        if self.pf.position_qty(sym):
+            self.engine._risk_candle(self.risk, self.parts[i]._build(row))  # type: ignore[arg-type]
+        else:  # flat: the step only marks (no level, no probe)
+            self.pf.mark(sym, self.prices[i][self.cidx[i][row]])
+        self.synced = m
+
+    # ------------------------------------------------------------------ stops
+
+    def refresh_stops(self, m: int, retry: set[int]) -> None:
+        """Re-search the next stop candle of every position that changed (or was visited).
+
+        Only a long position with no exit in flight can emit an exit (spot: a negative
+        per-symbol position is an arbitrage leg, never covered); the other positions' probe
+        marks are the business of :meth:`sync`.
+        """
+        pf, limits = self.pf, self.limits
+        assert limits is not None and self.risk is not None
+        exiting = self.risk._pending_exit
+        for i, sym in enumerate(self.syms):
+            key = (pf.position_qty(sym), pf.avg_entry(sym), sym in exiting)
+            if key == self.stop_key[i] and i not in retry:
+                continue
+            self.stop_key[i] = key
+            self.stop_version[i] += 1
+            qty, avg, pending_exit = key
+            if qty <= 0 or avg is None or pending_exit:
+                continue
+            lo, hi = avg * (1 - limits.stop_loss_pct), avg * (1 + limits.take_profit_pct)
+            pos = self.inp.pos[i]
+            r = self._search(i, bisect_right(pos, m), float(lo) * (1 + _STOP_MARGIN),
+                             float(hi) * (1 - _STOP_MARGIN))
+            if r is not None:
+                heapq.heappush(self.stops, (pos[r], i, self.stop_version[i]))
+
+    def _search(self, i: int, r: int, lo: float, hi: float) -> int | None:
+        lows, highs = self.lows[i], self.highs[i]
+        n = len(lows)
+        k = 64
+        while r < n:
+            e = min(n, r + k)
+            hit = (lows[r:e] <= lo) | (highs[r:e] >= hi)
+            if hit.any():
+                return r + int(hit.argmax())
+            r, k = e, k * 4
+        return None
+
+    # ------------------------------------------------------------------ books
+
+    def books_at(self, m: int) -> dict[str, BookEvent]:
+        """The latest synthetic book of every symbol at position ``m`` (the engine's books)."""
+        eng = self.engine
+        books = eng._books
+        pos = self.inp.pos
+        for i in self.firsts:
+            r = bisect_right(pos[i], m) - 1
+            if r < 0:
+                continue
+            cached = self.book_cache.get(i)
+            if cached is None or cached[0] != r:
+                # one object per candle, as the per-candle loop builds: the matcher tracks the
+                # depth taken from a book by its identity
+                c = self.parts[i]._build(r)
+                close = c.close
+                book = _synthetic_book(c, close * eng._bid_mult, close * eng._ask_mult,
+                                       c.volume)
+                self.book_cache[i] = (r, book)
+                books[c.symbol] = book
+        return books
+
+
+_BOUND_ROOM = Decimal("1.000000000001")  # the bound's highs are picked by float comparison
+
+
 def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKernel],
-                symbols: Sequence[frozenset[str]], progress: Callable[[int], None] | None,
-                progress_every: int) -> None:
+                symbols: Sequence[frozenset[str]], book_kernels: Sequence[BookKernel],
+                progress: Callable[[int], None] | None, progress_every: int) -> None:
     """Run ``engine`` over ``inp`` visiting only its events (see the module docstring).
 
-    ``symbols[k]`` are the symbols kernel ``k``'s strategy trades.
+    ``symbols[k]`` are the symbols candle kernel ``k``'s strategy trades; the book kernels
+    act after the candle kernels at a shared position, as the per-candle loop's step 5.
     """
     out = engine.out
     parts, pos_of, rows = inp.parts, inp.pos, inp.rows
     n = inp.n
+    run = _Run(engine, inp)
+    risk = engine._risk
     # Candidates of every kernel, ordered by (merged position, strategy order).
-    cpos, cstrat, cpart, crow = [], [], [], []
+    cpos, cstrat = [], []
     for k, kernel in enumerate(kernels):
         for i, part in enumerate(parts):
             if part.symbol not in symbols[k]:
@@ -135,19 +344,21 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
             r = np.asarray(kernel.candidates(part.symbol, ticks, scale), dtype=np.int64)
             if len(r):
                 cpos.append(inp.pos_np[i][r])
-                crow.append(r)
                 cstrat.append(np.full(len(r), k, dtype=np.int64))
-                cpart.append(np.full(len(r), i, dtype=np.int64))
+    if book_kernels:
+        timeline = _Timeline(inp, engine._bid_mult, engine._ask_mult)
+        for k, bk in enumerate(book_kernels, len(kernels)):
+            where = np.asarray(bk.candidates(timeline), dtype=np.int64)
+            cpos.append(where)
+            cstrat.append(np.full(len(where), k, dtype=np.int64))
     if cpos:
         allpos = np.concatenate(cpos)
         allstrat = np.concatenate(cstrat)
         order = np.lexsort((allstrat, allpos))
         c_pos = allpos[order].tolist()
         c_strat = allstrat[order].tolist()
-        c_part = np.concatenate(cpart)[order].tolist()
-        c_row = np.concatenate(crow)[order].tolist()
     else:
-        c_pos = c_strat = c_part = c_row = []
+        c_pos = c_strat = []
     step = engine._interval_ns
     bucket = inp.ts // step
     bounds = np.flatnonzero(bucket[1:] != bucket[:-1]) + 1
@@ -161,8 +372,13 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
     heap: list[tuple[int, int]] = []  # (merged position of the next open, part)
     queue = engine._queue
     acts = [k.act for k in kernels]
+    book_acts = [k.act for k in book_kernels]
+    nk = len(kernels)
     last = out.last_candles
-    firsts = sorted(range(len(parts)), key=lambda i: pos_of[i][0])
+    firsts = run.firsts
+    stops = run.stops if risk is not None else []
+    versions = run.stop_version if risk is not None else []
+    retry: set[int] = set()
 
     def schedule(at: int) -> None:
         # Orders queued at position ``at`` execute at their symbol's next candle after it.
@@ -195,11 +411,12 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
         sp = s_pos[si] if si < ns else inf
         cp = c_pos[ci] if ci < nc else inf
         hp = heap[0][0] if heap else inf
-        m = sp if sp < cp else cp
-        if hp < m:
-            m = hp
+        tp = stops[0][0] if stops else inf
+        m = min(sp, cp, hp, tp)
         if m == inf:
             break
+        if risk is not None:
+            run.sync(m - 1)
         if sp == m:  # a sample comes before the candle at its position
             mark_before(m)
             engine._sample(s_ts[si], closes)
@@ -207,7 +424,8 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
             if progress is not None and m >= next_report:
                 progress(m)
                 next_report = m + progress_every
-            continue
+            if cp != m and hp != m and tp != m:
+                continue
         if hp == m:
             _, i = heapq.heappop(heap)
             part = parts[i]
@@ -218,33 +436,45 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
             if engine._resting:
                 raise RuntimeError("a limit order rests in the candle-skipping loop; the "
                                    "kernel strategies emit market orders only")
+        if risk is not None:
+            while stops and stops[0][0] == m:
+                _, i, version = heapq.heappop(stops)
+                if version == versions[i]:
+                    retry.add(i)  # visited: look for the next one after it
+            run.risk_step(m)
             if pending:
                 schedule(m)
-            continue
-        part = parts[c_part[ci]]
-        row = c_row[ci]
-        history.at = m
-        sym = part.symbol
-        sigs = acts[c_strat[ci]](sym, row, part.table.prices[part.c[row]], history)
-        ci += 1
-        if sigs:
-            queue(sigs, part.ts[row] / _NS)
+        while ci < nc and c_pos[ci] == m:
+            k = c_strat[ci]
+            ci += 1
+            i = run.which[m]
+            part = parts[i]
+            sym = part.symbol
+            row = rows[m]
+            if k < nk:
+                history.at = m
+                sigs = acts[k](sym, row, part.table.prices[part.c[row]], history)
+                if sigs:
+                    queue(sigs, part.ts[row] / _NS)
+            else:
+                books = run.books_at(m)
+                sigs = book_acts[k - nk](sym, books)
+                if sigs:
+                    engine._book_signals(sigs, part.ts[row] / _NS)
             if pending:
-                if len(pending) == 1 and sym in pending and sym not in scheduled:
-                    # the usual case: this symbol's orders, for its next row
-                    i = c_part[ci - 1]
-                    if row + 1 < len(pos_of[i]):
-                        heapq.heappush(heap, (pos_of[i][row + 1], i))
-                        scheduled.add(sym)
-                else:
-                    schedule(m)
+                schedule(m)
+        if risk is not None:
+            run.refresh_stops(m, retry)
+            retry.clear()
+    if risk is not None:
+        run.sync(n - 1)
     out.candles = n
     if progress is not None:
         progress(n)
     for i in firsts:
         last[parts[i].symbol] = parts[i]._build(len(pos_of[i]) - 1)
     mark_before(n)
-    final = max(range(len(parts)), key=lambda i: int(pos_of[i][-1]))
+    final = max(range(len(parts)), key=lambda i: pos_of[i][-1])
     end_ts = int(inp.ts[-1]) + parts[final].interval_s * _NS
     for sym, orders in pending.items():
         out.warnings.append(f"{len(orders)} order(s) on {sym} decided on the last candle "

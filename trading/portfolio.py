@@ -216,6 +216,37 @@ class Portfolio:
         if symbol in relevant or self._hwm_stale:
             self._update_hwm()
 
+    def relevant_symbols(self) -> frozenset[str]:
+        """The symbols whose mark can move the equity now (the others' marks cannot)."""
+        relevant = self._relevant
+        if relevant is None:
+            relevant = self._relevant = self._relevant_symbols()
+        return relevant
+
+    def equity_bound(self, highs: Mapping[str, Decimal]) -> Decimal | None:
+        """An upper bound of the equity while each symbol in ``highs`` is marked anywhere at or
+        below its value (and the others stay as they are), or None when there is none.
+
+        Every rate is a product of marks and every counted balance is positive, so the equity
+        is non-decreasing in each mark: the equity at the highs bounds it. A negative balance
+        breaks that (None). Nothing is cached or changed.
+        """
+        saved_marks, saved_rates = self._marks, self._rates
+        self._marks = {**saved_marks, **highs}
+        self._rates = {}
+        try:
+            total = ZERO
+            for ccy, amount in self._balances.items():
+                if amount:
+                    if amount < 0:
+                        return None
+                    r = self._rate(ccy, True)
+                    if r is not None:
+                        total += amount * r
+            return total
+        finally:
+            self._marks, self._rates = saved_marks, saved_rates
+
     def _relevant_symbols(self) -> frozenset[str]:
         out: set[str] = set()
         for ccy, amount in self._balances.items():

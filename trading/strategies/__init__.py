@@ -12,6 +12,8 @@ from ._base import Strategy as Strategy
 from ._base import StrategyConfigError as StrategyConfigError
 from ._base import event_price as event_price
 from ._base import size_order as size_order
+from ._kernel import BookKernel as BookKernel
+from ._kernel import BookTimeline as BookTimeline
 from ._kernel import CandleKernel as CandleKernel
 from ._kernel import History as History
 from ._registry import REGISTRY as REGISTRY

@@ -26,13 +26,13 @@ NumPy int64 array whose values stay below 2**52, so sums over any realistic wind
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 
-from protocol.messages import Signal
+from protocol.messages import BookEvent, Signal
 
-__all__ = ["CandleKernel", "History", "TickColumn"]
+__all__ = ["BookKernel", "BookTimeline", "CandleKernel", "History", "TickColumn"]
 
 TickColumn = Any  # numpy.ndarray of int64 ticks (NumPy has no precise static type here)
 
@@ -67,3 +67,37 @@ class CandleKernel(Protocol):
         """The strategy's decision on candidate ``row`` of ``symbol``, whose close is ``close``
         (the candle itself is not built: the loop visits thousands of candidates)."""
         ...
+
+
+class BookTimeline(Protocol):
+    """The synthetic books of a backtest over its merged timeline (positions ``0..n-1``)."""
+
+    n: int
+
+    def has(self, symbol: str) -> bool:
+        """Whether ``symbol`` has data (hence books) in this run."""
+        ...
+
+    def latest_tops(self, symbol: str) -> tuple[TickColumn, TickColumn]:
+        """``(bid, ask)`` float64 arrays over the timeline: the top of ``symbol``'s latest
+        synthetic book at each position (NaN before its first candle). Floats, for screens
+        with a margin only."""
+        ...
+
+    def is_symbol(self, symbols: Collection[str]) -> TickColumn:
+        """Boolean array: the candle at each position is one of ``symbols``."""
+        ...
+
+
+class BookKernel(Protocol):
+    """A book-driven strategy's skipping view over synthetic books (backtests).
+
+    ``candidates`` returns the timeline positions (sorted) where ``on_market`` of that
+    candle's synthetic book could return a signal, whatever the state; ``act`` is called there
+    with the latest synthetic book of every symbol that has one (``books[symbol]`` is the
+    candle's) and returns what ``on_market`` would have returned, had it seen every book.
+    """
+
+    def candidates(self, timeline: BookTimeline) -> TickColumn: ...
+
+    def act(self, symbol: str, books: Mapping[str, BookEvent]) -> Sequence[Signal]: ...

@@ -48,10 +48,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+import numpy as np
+
 from protocol.instruments import PairInfo
 from protocol.messages import BookEvent, BookLevel, Fill, MarketEvent, Side, Signal
 
 from ._base import NO_SIGNALS, PositionKeeper, QuoteValuer, resolve_symbols
+from ._kernel import BookKernel, BookTimeline, TickColumn
 
 __all__ = ["Arbitrage", "ArbitrageConfig", "Cycle", "CycleLeg"]
 
@@ -247,15 +250,7 @@ class Arbitrage:
         if type(event) is not BookEvent:
             return NO_SIGNALS
         symbol = event.symbol
-        self._books[symbol] = event
-        bids, asks = event.bids, event.asks
-        if bids and asks:
-            # The valuer needs this book's mid only when a cycle is sized (rare): remember the
-            # book and compute the (identical) mid then, see _sync_valuer.
-            self._mid_books[symbol] = event
-            self._floats[symbol] = (float(bids[0].price), float(asks[0].price))
-        else:
-            self._floats.pop(symbol, None)
+        self._store(event)
         screens = self._screens.get(symbol)
         if not screens:
             return NO_SIGNALS
@@ -313,6 +308,25 @@ class Arbitrage:
             self._fired[plan.cycle] = self._top_state(plan.cycle) or ()
             out.extend(self._emit(plan, event.ts_recv))
         return out
+
+    def _store(self, event: BookEvent) -> None:
+        """Remember ``event`` as its symbol's latest book (what on_market does first)."""
+        symbol = event.symbol
+        self._books[symbol] = event
+        bids, asks = event.bids, event.asks
+        if bids and asks:
+            # The valuer needs this book's mid only when a cycle is sized (rare): remember the
+            # book and compute the (identical) mid then, see _sync_valuer.
+            self._mid_books[symbol] = event
+            self._floats[symbol] = (float(bids[0].price), float(asks[0].price))
+        else:
+            self._floats.pop(symbol, None)
+
+    # ------------------------------------------------------------------ book kernel
+
+    def book_kernel(self) -> BookKernel:
+        """The backtest's book-skipping view: the float screen over the whole timeline."""
+        return _ArbKernel(self)
 
     def _sync_valuer(self) -> None:
         valuer = self._valuer
@@ -414,3 +428,57 @@ class Arbitrage:
 
     def on_order_closed(self, client_order_id: str, filled_qty: Decimal) -> None:
         self._keeper.on_order_closed(client_order_id, filled_qty)
+
+
+class _ArbKernel:
+    """Arbitrage over a backtest's synthetic books: on_market's float screen, vectorized.
+
+    ``on_market`` prices a cycle exactly only when its float gross passes the screen
+    (``_screen_threshold``, itself 1e-9 below the real threshold); here the same gross is
+    computed for every position of the merged timeline from the latest synthetic top of book of
+    each leg, with a further 1e-9 of room for the float conversions of those tops (they are
+    rounded from the Decimal books in a different order), so every position where on_market
+    could price a cycle through the candle's symbol is a candidate. Non-positive or non-finite
+    tops are out of the screen's domain and always candidates, as in on_market.
+    """
+
+    def __init__(self, strategy: Arbitrage) -> None:
+        self._s = strategy
+
+    def candidates(self, timeline: BookTimeline) -> TickColumn:
+        s = self._s
+        n = timeline.n
+        out = np.zeros(n, dtype=bool)
+        threshold = s._screen_threshold * (1.0 - _SCREEN_MARGIN)
+        tops: dict[str, tuple[TickColumn, TickColumn]] = {}
+        seen: set[Cycle] = set()
+        for screens in s._screens.values():
+            for cycle, cyc_syms, legs in screens:
+                if cycle in seen:
+                    continue
+                seen.add(cycle)
+                if any(not timeline.has(sym) for sym in cyc_syms):
+                    continue  # a leg with no data never has a book: nothing to price
+                gross = np.ones(n)
+                outside = np.zeros(n, dtype=bool)
+                with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                    for sym, buy, factor in legs:
+                        if sym not in tops:
+                            tops[sym] = timeline.latest_tops(sym)
+                        bid, ask = tops[sym]
+                        px = ask if buy else bid
+                        outside |= ~((px > 0.0) & (px < np.inf)) & ~np.isnan(px)
+                        gross = gross / (px * factor) if buy else gross * (px * factor)
+                    ready = ~np.isnan(gross) | outside
+                    for sym in cyc_syms:
+                        ready &= ~np.isnan(tops[sym][0])
+                    hit = ready & ((gross >= threshold) | outside)
+                out |= hit & timeline.is_symbol(cyc_syms)
+        return np.flatnonzero(out)
+
+    def act(self, symbol: str, books: Mapping[str, BookEvent]) -> Sequence[Signal]:
+        s = self._s
+        for sym, book in books.items():
+            if sym != symbol:
+                s._store(book)
+        return s.on_market(books[symbol])

@@ -21,15 +21,21 @@ Spot: long-only, like momentum.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Context, Decimal
+from typing import Protocol
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from protocol.instruments import PairInfo
 from protocol.messages import Fill, MarketEvent, Side, Signal
 
 from ._base import NO_SIGNALS, PositionKeeper, PriceFilter, QuoteValuer, resolve_symbols, size_order
+from ._kernel import CandleKernel, History, TickColumn
 
 __all__ = ["MeanReversion", "MeanReversionConfig"]
 
@@ -69,6 +75,10 @@ class MeanReversionConfig:
             raise ValueError("entry_sd and exit_sd are non-negative")
         if self.notional <= 0:
             raise ValueError("notional must be > 0")
+
+
+class _DecimalSums(Protocol):
+    def decimal_sums(self) -> tuple[Decimal, Decimal]: ...
 
 
 class _Window:
@@ -170,41 +180,59 @@ class MeanReversion:
         if win is None:
             return NO_SIGNALS
         p = win.push(price)
-        n = self.config.window
-        if win.count < n:
+        if win.count < self.config.window:
             return NO_SIGNALS
+        return self._decide(symbol, price, p, win.s1, win.s2, event.ts_recv, win, None)
+
+    def _decide(self, symbol: str, price: Decimal, p: int, s1: int, s2: int, ts_recv: float,
+                sums: _DecimalSums,
+                latest: Callable[[], Iterable[tuple[str, Decimal]]] | None) -> Sequence[Signal]:
+        """The decision on a full window ending with ``price``.
+
+        ``p``, ``s1`` and ``s2`` are the price, the window's sum and its sum of squares as
+        integers in any common scale, all shifted by any common integer (the rule reads only
+        the deviations from the price, so neither changes a decision). ``sums`` gives the
+        window's Decimal sums for the reason text; ``latest`` (the candle kernel's): every
+        symbol's latest close, read only when the order is sized in a quote that needs
+        converting (None: the valuer has observed every price itself, in ``on_market``).
+        """
         keeper = self._keeper
-        keeper.expire(event.ts_recv)
+        keeper.expire(ts_recv)
         if keeper.has_pending(symbol):
             return NO_SIGNALS
-        # Exact integer form of the module docstring's rule, on prices scaled by 10**scale:
-        # both sides of each inequality carry the same factor 10**(2*scale), and k = a/b.
-        s1 = win.s1
+        # Exact integer form of the module docstring's rule: both sides of each inequality
+        # carry the same factor (the scale squared), and k = a/b.
+        n = self.config.window
         np_ = p * n
-        spread2 = win.s2 * n - s1 * s1  # (n*sd)**2, scaled
+        spread2 = s2 * n - s1 * s1  # (n*sd)**2, scaled
         cfg = self.config
         if keeper.is_long(symbol):
             e = np_ - s1
             a, b = self._k2_out
             if e >= 0 and e * e * b >= a * spread2:
-                reason = f"mean reversion exit: {price} >= mean+{cfg.exit_sd}sd {self._band(win)}"
+                reason = f"mean reversion exit: {price} >= mean+{cfg.exit_sd}sd {self._band(sums)}"
                 return (keeper.exit_signal(symbol, price=price, reason=reason,
-                                           ts_recv=event.ts_recv),)
+                                           ts_recv=ts_recv),)
             return NO_SIGNALS
         d = s1 - np_
         a, b = self._k2_in
         if d > 0 and d * d * b > a * spread2:
             pair = self._pairs[symbol]
-            notional = self._valuer.notional_in(pair.quote, cfg.notional)
+            valuer = self._valuer
+            if latest is not None and valuer.converts(pair.quote):
+                for sym, close in latest():
+                    if close > 0:  # what on_market observes
+                        valuer.observe(sym, close)
+            notional = valuer.notional_in(pair.quote, cfg.notional)
             qty = None if notional is None else size_order(pair, notional, price)
             if qty is None:
                 return NO_SIGNALS
-            reason = f"mean reversion entry: {price} < mean-{cfg.entry_sd}sd {self._band(win)}"
+            reason = f"mean reversion entry: {price} < mean-{cfg.entry_sd}sd {self._band(sums)}"
             return (keeper.signal(symbol, Side.BUY, qty, price=price, reason=reason,
-                                  ts_recv=event.ts_recv),)
+                                  ts_recv=ts_recv),)
         return NO_SIGNALS
 
-    def _band(self, win: _Window) -> str:
+    def _band(self, win: _DecimalSums) -> str:
         # Display only: the decision above never used these rounded figures.
         n = self.config.window
         s1, s2 = win.decimal_sums()
@@ -212,8 +240,148 @@ class MeanReversion:
         var = max(s2 / n - mean * mean, Decimal(0))
         return f"(mean {mean:.8g}, sd {var.sqrt():.6g}, n {n})"
 
+    # ------------------------------------------------------------------ candle kernel
+
+    def candle_kernel(self) -> CandleKernel | None:
+        """The candle-skipping view for backtests (None: this config needs every event;
+        ``auto`` locks every symbol to candles in a candle backtest, so it qualifies)."""
+        if self.config.price_source not in ("auto", "candle"):
+            return None
+        return _MeanReversionKernel(self)
+
     def on_fill(self, fill: Fill) -> None:
         self._keeper.on_fill(fill)
 
     def on_order_closed(self, client_order_id: str, filled_qty: Decimal) -> None:
         self._keeper.on_order_closed(client_order_id, filled_qty)
+
+
+class _MeanReversionKernel:
+    """mean_reversion over a whole close column: the rows where either band rule holds.
+
+    A sample is a row with a positive close (``on_market`` skips the others); with every
+    close positive (what the CSV loader guarantees) samples are rows. The rule reads only the
+    deviations ``t - p`` of the window's ticks from the current tick ``p``: ``d = sum(t - p)``
+    and ``n*S2 - S1**2 = n*sum((t-p)**2) - d**2``. Those are computed exactly for every row at
+    once (in int64 when the window's price range keeps every product below 2**62, else in
+    Python ints), and kept, so :meth:`act` hands ``on_market``'s decision code the window's
+    sums shifted by ``p`` without touching a Decimal. The candidates are exactly the rows where
+    the entry or the exit rule holds (with the default ``exit_sd`` 0 the exit holds whenever
+    the price is at or above the mean: about half the rows).
+    """
+
+    _BLOCK = 1 << 20  # window elements per NumPy block (bounds the memory of the deviations)
+
+    def __init__(self, strategy: MeanReversion) -> None:
+        self._s = strategy
+        # symbol -> the rows of its samples, when some close is not positive (None: every row)
+        self._rows: dict[str, list[int] | None] = {}
+        # symbol -> sum(t - p) and sum((t - p)**2) of the window ending at each full sample
+        self._dev: dict[str, tuple[list[int], list[int]]] = {}
+        self._ticks: dict[str, tuple[list[int], int]] = {}  # symbol -> (samples' ticks, scale)
+        self._floor: dict[str, int] = {}  # symbol -> the least exponent a close has (<= 0)
+        self._zero: dict[str, tuple[int, int]] = {}  # symbol -> (rows scanned, least exponent)
+
+    def candidates(self, symbol: str, ticks: TickColumn, scale: int) -> TickColumn:
+        s = self._s
+        n = s.config.window
+        seq, rows = _positive_samples(ticks)
+        self._rows[symbol] = None if rows is None else rows.tolist()
+        self._ticks[symbol] = (seq.tolist(), scale)
+        self._floor[symbol] = -scale
+        self._zero[symbol] = (0, 0)
+        if symbol not in s._windows or len(seq) < n:
+            return np.empty(0, dtype=np.int64)
+        a, b = s._k2_in
+        c, d = s._k2_out
+        big = max(a, b, c, d, 1)
+        step = max(1, self._BLOCK // n)
+        q1s, q2s, hits = [], [], []
+        for start in range(n - 1, len(seq), step):
+            block = seq[start - n + 1:start + step]
+            spread = int(block.max()) - int(block.min())
+            if n * n * spread * spread * big >= 2**62:
+                block = block.astype(object)
+            dev = sliding_window_view(block, n) - block[n - 1:, None]
+            q1 = dev.sum(axis=1)
+            q2 = (dev * dev).sum(axis=1)
+            spread2 = n * q2 - q1 * q1
+            sq = q1 * q1
+            hits.append(((q1 > 0) & (sq * b > a * spread2)) | ((q1 <= 0) & (sq * d >= c * spread2)))
+            q1s.append(q1.tolist())
+            q2s.append(q2.tolist())
+        self._dev[symbol] = ([x for q in q1s for x in q], [x for q in q2s for x in q])
+        j = np.flatnonzero(np.concatenate(hits)) + (n - 1)
+        return j if rows is None else rows[j]
+
+    def act(self, symbol: str, row: int, close: Decimal, history: History) -> Sequence[Signal]:
+        s = self._s
+        n = s.config.window
+        k = self.sample_of(symbol, row) - (n - 1)
+        q1, q2 = self._dev[symbol]
+        return s._decide(symbol, close, 0, q1[k], q2[k], history.ts_recv,
+                         _RebuiltSums(self, symbol, row, history), history.latest_closes)
+
+    def sample_of(self, symbol: str, row: int) -> int:
+        """The sample index of ``row`` (a row with a positive close)."""
+        rows = self._rows[symbol]
+        return row if rows is None else bisect_left(rows, row)
+
+    def zero_at(self, symbol: str, row: int, history: History) -> Decimal:
+        """``_Window.zero`` as ``on_market`` holds it at ``row``: a zero with the least exponent
+        of the samples so far (and 0). Scanned lazily (only reasons need it) and no further
+        than the column's least exponent, which the first close written with it reaches."""
+        done, least = self._zero[symbol]
+        if done > row + 1:  # asked out of time order: the scan went past ``row``
+            done, least = 0, 0
+        floor = self._floor[symbol]
+        if least > floor and done <= row:
+            for c in history.closes(symbol, done, row + 1):
+                if c > 0:
+                    exp = c.as_tuple().exponent
+                    if isinstance(exp, int) and exp < least:
+                        least = exp
+                        if least <= floor:
+                            break
+            self._zero[symbol] = (row + 1, least)
+        return Decimal((0, (0,), least))
+
+
+class _RebuiltSums:
+    """The window's Decimal sums at a kernel candidate, rebuilt only if a reason needs them.
+
+    Digit for digit ``on_market``'s: ``_Window``'s sums are the exact values with the
+    exponent of its ``zero`` (squared for ``s2``), which depends on every sample so far,
+    hence :meth:`_MeanReversionKernel.zero_at`; every tick so far is a multiple of
+    ``10**(scale + that exponent)``, so the divisions below are exact.
+    """
+
+    __slots__ = ("history", "kernel", "row", "symbol")
+
+    def __init__(self, kernel: _MeanReversionKernel, symbol: str, row: int,
+                 history: History) -> None:
+        self.kernel = kernel
+        self.symbol = symbol
+        self.row = row
+        self.history = history
+
+    def decimal_sums(self) -> tuple[Decimal, Decimal]:
+        kernel, symbol, row = self.kernel, self.symbol, self.row
+        ticks, scale = kernel._ticks[symbol]
+        end = kernel.sample_of(symbol, row) + 1
+        window = ticks[end - kernel._s.config.window:end]
+        exp = kernel.zero_at(symbol, row, self.history).as_tuple().exponent
+        assert isinstance(exp, int)
+        unit = 10 ** (scale + exp)
+        s1 = sum(window) // unit
+        s2 = sum(t * t for t in window) // (unit * unit)
+        return (Decimal(s1).scaleb(exp, _EXACT), Decimal(s2).scaleb(2 * exp, _EXACT))
+
+
+def _positive_samples(ticks: TickColumn) -> tuple[TickColumn, TickColumn | None]:
+    """The ticks ``on_market`` samples (close > 0) and their rows (None: every row)."""
+    keep = ticks > 0
+    if keep.all():
+        return ticks, None
+    rows = np.flatnonzero(keep)
+    return ticks[rows], rows

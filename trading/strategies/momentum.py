@@ -13,17 +13,23 @@ system does not use). A sample is one price event of the kind chosen by ``price_
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, getcontext
+
+import numpy as np
 
 from protocol.instruments import PairInfo
 from protocol.messages import Fill, MarketEvent, Side, Signal
 
 from ._base import NO_SIGNALS, PositionKeeper, PriceFilter, QuoteValuer, resolve_symbols, size_order
+from ._kernel import CandleKernel, History, TickColumn
 
 __all__ = ["Momentum", "MomentumConfig"]
+
+_TICK_DIGITS = 16  # digits of the largest integer tick (< 2**52) a kernel column holds
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,8 +106,23 @@ class Momentum:
         if len(hist) <= self.config.lookback:
             return NO_SIGNALS
         lag = hist[0]
+        if lag * self._down <= price <= lag * self._up:
+            # Neither threshold is crossed, so no decision can trade (the common case, kept
+            # cheap); intents still expire on every sample, as the decision would have done.
+            self._keeper.expire(event.ts_recv)
+            return NO_SIGNALS
+        return self._decide(symbol, price, lag, event.ts_recv, None)
+
+    def _decide(self, symbol: str, price: Decimal, lag: Decimal, ts_recv: float,
+                latest: Callable[[], Iterable[tuple[str, Decimal]]] | None) -> Sequence[Signal]:
+        """The decision on a sample whose price ``lookback`` samples ago was ``lag``.
+
+        ``latest`` (the candle kernel's): every symbol's latest close, read only when the order
+        is sized in a quote that needs converting; None when the valuer has observed every
+        price itself (``on_market``).
+        """
         keeper = self._keeper
-        keeper.expire(event.ts_recv)
+        keeper.expire(ts_recv)
         if keeper.has_pending(symbol):
             return NO_SIGNALS
         cfg = self.config
@@ -113,11 +134,16 @@ class Momentum:
                     f"over {cfg.lookback} samples ({lag} -> {price})"
                 )
                 return (keeper.exit_signal(symbol, price=price, reason=reason,
-                                           ts_recv=event.ts_recv),)
+                                           ts_recv=ts_recv),)
             return NO_SIGNALS
         if price > lag * self._up:
             pair = self._pairs[symbol]
-            notional = self._valuer.notional_in(pair.quote, cfg.notional)
+            valuer = self._valuer
+            if latest is not None and valuer.converts(pair.quote):
+                for sym, close in latest():
+                    if close > 0:  # what on_market observes
+                        valuer.observe(sym, close)
+            notional = valuer.notional_in(pair.quote, cfg.notional)
             qty = None if notional is None else size_order(pair, notional, price)
             if qty is None:
                 return NO_SIGNALS
@@ -127,11 +153,78 @@ class Momentum:
                 f"over {cfg.lookback} samples ({lag} -> {price})"
             )
             return (keeper.signal(symbol, Side.BUY, qty, price=price, reason=reason,
-                                  ts_recv=event.ts_recv),)
+                                  ts_recv=ts_recv),)
         return NO_SIGNALS
+
+    # ------------------------------------------------------------------ candle kernel
+
+    def candle_kernel(self) -> CandleKernel | None:
+        """The candle-skipping view for backtests (None: this config needs every event).
+
+        ``auto`` locks every symbol to candles in a candle backtest, so it qualifies. The
+        thresholds must multiply any close exactly in the current Decimal context (a close
+        has at most 16 digits as integer ticks), or ``on_market``'s rounded products could
+        disagree with the kernel's exact integers at a near-tie.
+        """
+        if self.config.price_source not in ("auto", "candle"):
+            return None
+        prec = getcontext().prec
+        for factor in (self._up, self._down):
+            if _TICK_DIGITS + len(factor.as_tuple().digits) > prec:
+                return None
+        return _MomentumKernel(self)
 
     def on_fill(self, fill: Fill) -> None:
         self._keeper.on_fill(fill)
 
     def on_order_closed(self, client_order_id: str, filled_qty: Decimal) -> None:
         self._keeper.on_order_closed(client_order_id, filled_qty)
+
+
+class _MomentumKernel:
+    """momentum over a whole close column: the rows where either threshold is crossed.
+
+    A sample is a row with a positive close (``on_market`` skips the others), so the lag of
+    sample ``j`` is sample ``j - lookback``; with every close positive (what the CSV loader
+    guarantees) samples are rows. ``price > lag * up`` with ``up = a/b`` is ``P*b > L*a`` on
+    the integer ticks (the common factor 10**scale cancels), and likewise for the exit: exact,
+    in int64 when the products fit, else in Python ints.
+    """
+
+    def __init__(self, strategy: Momentum) -> None:
+        self._s = strategy
+        # symbol -> the rows of its samples, when some close is not positive (None: every row)
+        self._rows: dict[str, list[int] | None] = {}
+
+    def candidates(self, symbol: str, ticks: TickColumn, scale: int) -> TickColumn:
+        s = self._s
+        lookback = s.config.lookback
+        seq, rows = _positive_samples(ticks)
+        self._rows[symbol] = None if rows is None else rows.tolist()
+        if symbol not in s._hist or len(seq) <= lookback:
+            return np.empty(0, dtype=np.int64)
+        a, b = s._up.as_integer_ratio()
+        c, d = s._down.as_integer_ratio()
+        price, lag = seq[lookback:], seq[:-lookback]
+        if int(np.abs(seq).max()) * max(a, b, c, d) >= 2**63:
+            price, lag = price.astype(object), lag.astype(object)
+        hit = (price * b > lag * a) | (price * d < lag * c)
+        j = np.flatnonzero(hit) + lookback
+        return j if rows is None else rows[j]
+
+    def act(self, symbol: str, row: int, close: Decimal, history: History) -> Sequence[Signal]:
+        s = self._s
+        lookback = s.config.lookback
+        rows = self._rows[symbol]
+        at = row - lookback if rows is None else rows[bisect_left(rows, row) - lookback]
+        lag = history.closes(symbol, at, at + 1)[0]
+        return s._decide(symbol, close, lag, history.ts_recv, history.latest_closes)
+
+
+def _positive_samples(ticks: TickColumn) -> tuple[TickColumn, TickColumn | None]:
+    """The ticks ``on_market`` samples (close > 0) and their rows (None: every row)."""
+    keep = ticks > 0
+    if keep.all():
+        return ticks, None
+    rows = np.flatnonzero(keep)
+    return ticks[rows], rows
