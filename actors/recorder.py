@@ -119,9 +119,10 @@ class Recorder:
         in_thread: run ``write_batch`` in a worker thread (default). ``False`` calls it inline,
             which blocks the event loop but keeps virtual-time backtests deterministic
             (no real I/O racing MockClock's autojump; SUPERVISION.md §6 caveat 1).
-        drain_interval: while a write runs in the worker thread, events wait in the channel
-            and are taken in bursts this often (seconds): the longest a producer can wait on
-            a full channel while the backlog still has room.
+        drain_interval: while a write runs in the worker thread or a batch is being gathered
+            for it, events wait in the channel and are taken in bursts this often (seconds):
+            the longest a producer can wait on a full channel while the backlog still has
+            room, and about the most a batch's write starts late.
         timer: real-time clock for the write-latency measurement only.
     """
 
@@ -289,9 +290,16 @@ class Recorder:
                 self._notify_work()
                 return
             self._accept(event)
+            if self._receive_nowait is None:
+                continue
+            if self._in_thread and len(self._backlog) < self._batch_size:
+                # The writer waits for a full batch (or its flush deadline, far longer than
+                # this): let the rest of a burst gather in the channel too, rather than
+                # handing each event over with a wake-up of its own.
+                await trio.sleep(self._drain_interval)
             # Take what else is already buffered without a checkpoint per event: one trip
             # through the scheduler per burst instead of per event (bench_recorder.py).
-            if self._receive_nowait is not None and self._drain():
+            if self._drain():
                 return
 
     def _drain(self) -> bool:

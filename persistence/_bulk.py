@@ -45,6 +45,7 @@ _MAX_ROWS = 500  # rows per SQLite statement (and ids per IN list): compiled onc
 _CACHE = 256  # distinct statement texts kept (batch sizes repeat; keep the dict bounded)
 _SHORT_MONEY = MONEY_SCALE + 2  # "0." or "-" plus a digit before the point: <= MONEY_SCALE after it
 _PROBE = (dt.datetime(2024, 2, 29, 23, 59, 58, 7), dt.datetime(999, 1, 2, 3, 4, 5))
+_EPOCH = dt.datetime(1970, 1, 1)  # UTC, naive
 
 
 class BulkSql:
@@ -63,6 +64,9 @@ class BulkSql:
         self._iso = self.sqlite and processor is not None and all(
             processor(p) == p.isoformat(" ", "microseconds") for p in _PROBE)
         self._sql: dict[tuple[Any, ...], str] = {}
+        # (epoch second, its "YYYY-MM-DD HH:MM:SS" text): fills arrive in bursts within a
+        # second, so most timestamps only format their microseconds (see ``ts_ns``)
+        self._second: tuple[int, str] = (0, _EPOCH.isoformat(" "))
 
     # ------------------------------------------------------------------ values
 
@@ -104,6 +108,23 @@ class BulkSql:
         if self.sqlite:
             return self._ts_processor(value) if self._ts_processor is not None else value
         return value.replace(tzinfo=dt.UTC)
+
+    def ts_ns(self, ns: int) -> Any:
+        """Nanoseconds since the epoch (UTC) as bound, truncated to the microsecond.
+
+        Integer arithmetic: exact (a float of ~1.7e18 ns is not). On SQLite the text of the
+        whole second is kept from the previous call; building a datetime and formatting it
+        costs several times more, and it runs once per fill.
+        """
+        us = ns // 1000
+        if self._iso:
+            second, micros = divmod(us, 1_000_000)
+            cached = self._second  # one read: other threads may replace it meanwhile
+            if cached[0] != second:
+                cached = (second, (_EPOCH + dt.timedelta(seconds=second)).isoformat(" "))
+                self._second = cached
+            return f"{cached[1]}.{micros:06d}"
+        return self.ts_utc_naive(_EPOCH + dt.timedelta(microseconds=us))
 
     # ------------------------------------------------------------------ statements
 

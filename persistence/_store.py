@@ -86,7 +86,6 @@ _HISTORY: Table = OrderStatusHistory.__table__  # type: ignore[assignment]
 _TERMINAL = TERMINAL_STATUSES
 _SECRET_KEY = re.compile(r"secret|passw|passphrase|token|api_?key|private|credential|otp", re.I)
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
-_EPOCH_NAIVE = dt.datetime(1970, 1, 1)  # UTC
 # column orders of the bulk statements (``_bulk``); the tuples built below follow them
 _ORDER_COLUMNS = (
     "client_order_id", "exchange_order_id", "run_id", "strategy", "symbol", "side", "type",
@@ -475,7 +474,7 @@ class Store(StoreRecovery, StoreReports):
         now_db = bulk.ts(now)
         inserted: set[str] = set()
         if fills:
-            money, ts, epoch = bulk.money, bulk.ts_utc_naive, _EPOCH_NAIVE
+            money, ts_ns = bulk.money, bulk.ts_ns
             fill_rows = []
             tracked = False  # some fill belongs to a known order: we must learn which are new
             for f in fills.values():
@@ -488,17 +487,13 @@ class Store(StoreRecovery, StoreReports):
                     o["run_id"] if o is not None and o["run_id"] else run,
                     f.strategy,
                     f.symbol,
-                    f.side.value,
+                    f.side._value_,  # the enum's plain attribute: ``.value`` is a property
                     money(f.price),
                     money(f.qty),
                     money(f.fee),
                     f.fee_currency,
-                    f.liquidity.value,
-                    # integer arithmetic: exact to the microsecond (a float of ~1.7e18 ns
-                    # is not), truncating the nanoseconds the column cannot hold
-                    ts(epoch + dt.timedelta(microseconds=f.ts_event_ns // 1000))
-                    if f.ts_event_ns
-                    else now_db,
+                    f.liquidity._value_,
+                    ts_ns(f.ts_event_ns) if f.ts_event_ns else now_db,
                 ))
             # ON CONFLICT DO NOTHING skips fills already stored (a replay); RETURNING names the
             # new ones, whose quantities advance their orders (only needed when we know one)

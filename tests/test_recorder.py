@@ -219,6 +219,35 @@ async def test_burst_drain_during_a_write_keeps_order_and_drops_unrecordables(
     assert rec.statistics().written == 6
 
 
+
+class ThreadStore(FakeStore):
+    """Records batches from the worker thread (no trio clock there)."""
+
+    def write_batch(self, events: Sequence[object]) -> None:
+        self.batches.append((0.0, [e.detail for e in events]))  # type: ignore[attr-defined]
+
+
+async def test_gathering_a_batch_takes_a_burst_at_once() -> None:
+    # While the writer waits for a full batch, the pump lets a burst gather in the channel and
+    # takes it in one go instead of one wake-up per event; full batches are still written at
+    # once (not after flush_interval) and the rest when the channel ends.
+    store = ThreadStore()
+    observed: list[int] = []
+    send, recv = trio.open_memory_channel[SystemEvent](100)
+    rec = Recorder(store, recv, batch_size=10, flush_interval=60, drain_interval=0.2,
+                   observe_backlog=observed.append)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(rec.run)
+            with send:
+                for i in range(25):
+                    await send.send(ev(i))
+                while rec.statistics().written < 20:  # noqa: ASYNC110 - polling a counter
+                    await trio.sleep(0.01)
+    assert observed[0] == 25  # one burst: no per-event hand-over, so no stop at 10 or 20
+    assert [len(b) for _, b in store.batches] == [10, 10, 5]
+    assert store.details() == [str(i) for i in range(25)]
+
 # --------------------------------------------------------------------------- real databases
 
 
