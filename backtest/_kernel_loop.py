@@ -318,7 +318,14 @@ class _Run:
         return books
 
 
-_BOUND_ROOM = Decimal("1.000000000001")  # the bound's highs are picked by float comparison
+_BOUND_ROOM = Decimal("1.000000000001")
+
+
+def _positions(where: Any) -> array[int]:
+    """An int64 NumPy array as a plain array (bisect on it is cheap)."""
+    a = array("q")
+    a.frombytes(np.ascontiguousarray(where, dtype=np.int64).tobytes())
+    return a  # the bound's highs are picked by float comparison
 
 
 def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKernel],
@@ -334,20 +341,48 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
     n = inp.n
     run = _Run(engine, inp)
     risk = engine._risk
-    # Candidates of every kernel, ordered by (merged position, strategy order).
-    cpos, cstrat = [], []
+    # Candle kernels: per (kernel, part) its entry and exit positions, one of them active
+    # (kernel.holds), the next active position of each waiting in a heap keyed by (position,
+    # strategy order); a holding change bumps the version, leaving stale entries to skip.
+    gates = []  # (kernel index, part, entries, exits)
     for k, kernel in enumerate(kernels):
         for i, part in enumerate(parts):
             if part.symbol not in symbols[k]:
                 continue
             ticks, scale = inp.ticks[i]
-            r = np.asarray(kernel.candidates(part.symbol, ticks, scale), dtype=np.int64)
-            if len(r):
-                cpos.append(inp.pos_np[i][r])
-                cstrat.append(np.full(len(r), k, dtype=np.int64))
+            ins, outs = kernel.candidates(part.symbol, ticks, scale)
+            ins = np.asarray(ins, dtype=np.int64)
+            outs = np.asarray(outs, dtype=np.int64)
+            if len(ins) or len(outs):
+                gates.append((k, i, _positions(inp.pos_np[i][ins]),
+                              _positions(inp.pos_np[i][outs])))
+    holding = [kernels[k].holds(parts[i].symbol) for k, i, _, _ in gates]
+    gate_version = [0] * len(gates)
+    cands: list[tuple[int, int, int, int]] = []  # (position, kernel, gate, version)
+
+    def arm(g: int, start: int) -> None:
+        # the gate's next active position at or after ``start``
+        k, _, ins, outs = gates[g]
+        active = outs if holding[g] else ins
+        j = bisect_left(active, start)
+        if j < len(active):
+            heapq.heappush(cands, (active[j], k, g, gate_version[g]))
+
+    def regate(start: int) -> None:
+        for g, (k, i, _, _) in enumerate(gates):
+            now = kernels[k].holds(parts[i].symbol)
+            if now != holding[g]:
+                holding[g] = now
+                gate_version[g] += 1
+                arm(g, start)
+
+    for g in range(len(gates)):
+        arm(g, 0)
+    # Book kernels: their positions, ordered by (position, strategy order).
+    cpos, cstrat = [], []
     if book_kernels:
         timeline = _Timeline(inp, engine._bid_mult, engine._ask_mult)
-        for k, bk in enumerate(book_kernels, len(kernels)):
+        for k, bk in enumerate(book_kernels):
             where = np.asarray(bk.candidates(timeline), dtype=np.int64)
             cpos.append(where)
             cstrat.append(np.full(len(where), k, dtype=np.int64))
@@ -373,7 +408,6 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
     queue = engine._queue
     acts = [k.act for k in kernels]
     book_acts = [k.act for k in book_kernels]
-    nk = len(kernels)
     last = out.last_candles
     firsts = run.firsts
     stops = run.stops if risk is not None else []
@@ -407,12 +441,14 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
     si = ci = 0
     ns, nc = len(s_pos), len(c_pos)
     next_report = progress_every if progress is not None else inf
+    fills = out.fills
     while True:
         sp = s_pos[si] if si < ns else inf
+        gp = cands[0][0] if cands else inf
         cp = c_pos[ci] if ci < nc else inf
         hp = heap[0][0] if heap else inf
         tp = stops[0][0] if stops else inf
-        m = min(sp, cp, hp, tp)
+        m = min(sp, gp, cp, hp, tp)
         if m == inf:
             break
         if risk is not None:
@@ -424,18 +460,21 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
             if progress is not None and m >= next_report:
                 progress(m)
                 next_report = m + progress_every
-            if cp != m and hp != m and tp != m:
+            if gp != m and cp != m and hp != m and tp != m:
                 continue
         if hp == m:
             _, i = heapq.heappop(heap)
             part = parts[i]
             scheduled.discard(part.symbol)
             row = rows[m]
+            seen = len(fills)
             engine._execute_open(part.table.prices[part.o[row]], part.ts[row],
                                  pending.pop(part.symbol), partial(part._build, row))
             if engine._resting:
                 raise RuntimeError("a limit order rests in the candle-skipping loop; the "
                                    "kernel strategies emit market orders only")
+            if len(fills) != seen:
+                regate(m)  # this candle's decisions see the new holdings
         if risk is not None:
             while stops and stops[0][0] == m:
                 _, i, version = heapq.heappop(stops)
@@ -444,25 +483,32 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
             run.risk_step(m)
             if pending:
                 schedule(m)
+        i = run.which[m]
+        part = parts[i]
+        sym = part.symbol
+        row = rows[m]
+        while cands and cands[0][0] == m:
+            _, k, g, version = heapq.heappop(cands)
+            if version != gate_version[g]:
+                continue
+            history.at = m
+            sigs = acts[k](sym, row, part.table.prices[part.c[row]], history)
+            arm(g, m + 1)
+            if sigs:
+                queue(sigs, part.ts[row] / _NS)
+                if pending:
+                    schedule(m)
         while ci < nc and c_pos[ci] == m:
             k = c_strat[ci]
             ci += 1
-            i = run.which[m]
-            part = parts[i]
-            sym = part.symbol
-            row = rows[m]
-            if k < nk:
-                history.at = m
-                sigs = acts[k](sym, row, part.table.prices[part.c[row]], history)
-                if sigs:
-                    queue(sigs, part.ts[row] / _NS)
-            else:
-                books = run.books_at(m)
-                sigs = book_acts[k - nk](sym, books)
-                if sigs:
-                    engine._book_signals(sigs, part.ts[row] / _NS)
-            if pending:
-                schedule(m)
+            seen = len(fills)
+            sigs = book_acts[k](sym, run.books_at(m))
+            if sigs:
+                engine._book_signals(sigs, part.ts[row] / _NS)
+                if pending:
+                    schedule(m)
+            if len(fills) != seen:
+                regate(m + 1)
         if risk is not None:
             run.refresh_stops(m, retry)
             retry.clear()

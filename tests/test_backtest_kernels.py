@@ -117,11 +117,12 @@ def _candles(symbol: str, closes: list[Decimal]) -> list[CandleEvent]:
             for i, c in enumerate(closes)]
 
 
-def _crosses_by_on_market(closes: list[Decimal], fast: int, slow: int) -> list[int]:
-    """Rows where ``on_market`` reaches a cross, whatever the position: an entry is seen as a
-    signal when flat, and an exit is seen by making the strategy long first."""
+def _crosses_by_on_market(closes: list[Decimal], fast: int, slow: int
+                          ) -> tuple[list[int], list[int]]:
+    """Rows where ``on_market`` reaches a cross: entries seen as signals when flat, exits by
+    making the strategy long first."""
     pair = PairInfo(symbol="X/USD", base="X", quote="USD", price_decimals=8)
-    rows = []
+    rows: tuple[list[int], list[int]] = ([], [])
     for long in (False, True):
         s = SmaCross(SmaCrossConfig(fast=fast, slow=slow, notional=Decimal("0.0001")),
                      {"X/USD": pair})
@@ -129,9 +130,9 @@ def _crosses_by_on_market(closes: list[Decimal], fast: int, slow: int) -> list[i
             s.keeper.positions["X/USD"] = Decimal(1)
         for i, c in enumerate(_candles("X/USD", closes)):
             if s.on_market(c):
-                rows.append(i)
+                rows[long].append(i)
                 s = _reset_keeper(s, long)
-    return sorted(rows)
+    return rows
 
 
 def _reset_keeper(s: SmaCross, long: bool) -> SmaCross:
@@ -158,9 +159,10 @@ def test_sma_kernel_candidates_are_exactly_on_markets_crosses(seed: int) -> None
     pair = PairInfo(symbol="X/USD", base="X", quote="USD", price_decimals=8)
     kernel = SmaCross(SmaCrossConfig(fast=fast, slow=slow), {"X/USD": pair}).candle_kernel()
     assert kernel is not None
-    found = kernel.candidates("X/USD", *ticks).tolist()
+    entries, exits = kernel.candidates("X/USD", *ticks)
+    found = (entries.tolist(), exits.tolist())
     assert found == _crosses_by_on_market(closes, fast, slow)
-    assert found  # the data does cross
+    assert found[0] and found[1]  # the data does cross both ways
 
 
 # --------------------------------------------------------------------------- column store

@@ -10,9 +10,11 @@ and asks the strategy to decide there, with the same decision code ``on_market``
 The contract, which the parity tests check (``tests/test_backtest_kernels.py``: the kernel run
 and the per-candle run of the same engine give byte-identical trade logs):
 
-* :meth:`CandleKernel.candidates` returns, for one symbol's close column in integer ticks, the
-  rows where ``on_market`` *could* return a signal, whatever the position state. A superset is
-  fine (a candidate where nothing happens costs one call); a missing row is a bug.
+* :meth:`CandleKernel.candidates` returns, for one symbol's close column in integer ticks, two
+  row sets: where ``on_market`` *could* return a signal while the strategy does not hold the
+  symbol (entries), and while it does (exits); :meth:`CandleKernel.holds` says which applies
+  now. A superset is fine (a candidate where nothing happens costs one call); a missing row is
+  a bug.
 * :meth:`CandleKernel.act` is called on each candidate row, in time order across symbols, with
   the close and a :class:`History` of the series, and returns what ``on_market`` would return
   on that candle had it seen every candle before it.
@@ -59,8 +61,15 @@ class History(Protocol):
 class CandleKernel(Protocol):
     """A strategy's candle-skipping view (see the module docstring for the contract)."""
 
-    def candidates(self, symbol: str, ticks: TickColumn, scale: int) -> TickColumn:
-        """Rows (sorted int64 array) of ``symbol`` where a signal is possible."""
+    def candidates(self, symbol: str, ticks: TickColumn, scale: int
+                   ) -> tuple[TickColumn, TickColumn]:
+        """``(entries, exits)``: rows (sorted int64 arrays) of ``symbol`` where a signal is
+        possible while the strategy does not hold the symbol, and while it does."""
+        ...
+
+    def holds(self, symbol: str) -> bool:
+        """Whether the strategy holds ``symbol`` now (which of the two row sets applies); it
+        may change only with the strategy's fills."""
         ...
 
     def act(self, symbol: str, row: int, close: Decimal, history: History) -> Sequence[Signal]:

@@ -282,7 +282,8 @@ class _MeanReversionKernel:
         self._floor: dict[str, int] = {}  # symbol -> the least exponent a close has (<= 0)
         self._zero: dict[str, tuple[int, int]] = {}  # symbol -> (rows scanned, least exponent)
 
-    def candidates(self, symbol: str, ticks: TickColumn, scale: int) -> TickColumn:
+    def candidates(self, symbol: str, ticks: TickColumn, scale: int
+                   ) -> tuple[TickColumn, TickColumn]:
         s = self._s
         n = s.config.window
         seq, rows = _positive_samples(ticks)
@@ -291,12 +292,12 @@ class _MeanReversionKernel:
         self._floor[symbol] = -scale
         self._zero[symbol] = (0, 0)
         if symbol not in s._windows or len(seq) < n:
-            return np.empty(0, dtype=np.int64)
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
         a, b = s._k2_in
         c, d = s._k2_out
         big = max(a, b, c, d, 1)
         step = max(1, self._BLOCK // n)
-        q1s, q2s, hits = [], [], []
+        q1s, q2s, ins, outs = [], [], [], []
         for start in range(n - 1, len(seq), step):
             block = seq[start - n + 1:start + step]
             spread = int(block.max()) - int(block.min())
@@ -307,12 +308,19 @@ class _MeanReversionKernel:
             q2 = (dev * dev).sum(axis=1)
             spread2 = n * q2 - q1 * q1
             sq = q1 * q1
-            hits.append(((q1 > 0) & (sq * b > a * spread2)) | ((q1 <= 0) & (sq * d >= c * spread2)))
+            ins.append((q1 > 0) & (sq * b > a * spread2))
+            outs.append((q1 <= 0) & (sq * d >= c * spread2))
             q1s.append(q1.tolist())
             q2s.append(q2.tolist())
         self._dev[symbol] = ([x for q in q1s for x in q], [x for q in q2s for x in q])
-        j = np.flatnonzero(np.concatenate(hits)) + (n - 1)
-        return j if rows is None else rows[j]
+        entries = np.flatnonzero(np.concatenate(ins)) + (n - 1)
+        exits = np.flatnonzero(np.concatenate(outs)) + (n - 1)
+        if rows is None:
+            return entries, exits
+        return rows[entries], rows[exits]
+
+    def holds(self, symbol: str) -> bool:
+        return self._s._keeper.is_long(symbol)
 
     def act(self, symbol: str, row: int, close: Decimal, history: History) -> Sequence[Signal]:
         s = self._s

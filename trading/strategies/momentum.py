@@ -196,21 +196,27 @@ class _MomentumKernel:
         # symbol -> the rows of its samples, when some close is not positive (None: every row)
         self._rows: dict[str, list[int] | None] = {}
 
-    def candidates(self, symbol: str, ticks: TickColumn, scale: int) -> TickColumn:
+    def candidates(self, symbol: str, ticks: TickColumn, scale: int
+                   ) -> tuple[TickColumn, TickColumn]:
         s = self._s
         lookback = s.config.lookback
         seq, rows = _positive_samples(ticks)
         self._rows[symbol] = None if rows is None else rows.tolist()
         if symbol not in s._hist or len(seq) <= lookback:
-            return np.empty(0, dtype=np.int64)
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
         a, b = s._up.as_integer_ratio()
         c, d = s._down.as_integer_ratio()
         price, lag = seq[lookback:], seq[:-lookback]
         if int(np.abs(seq).max()) * max(a, b, c, d) >= 2**63:
             price, lag = price.astype(object), lag.astype(object)
-        hit = (price * b > lag * a) | (price * d < lag * c)
-        j = np.flatnonzero(hit) + lookback
-        return j if rows is None else rows[j]
+        entries = np.flatnonzero(price * b > lag * a) + lookback
+        exits = np.flatnonzero(price * d < lag * c) + lookback
+        if rows is None:
+            return entries, exits
+        return rows[entries], rows[exits]
+
+    def holds(self, symbol: str) -> bool:
+        return self._s._keeper.is_long(symbol)
 
     def act(self, symbol: str, row: int, close: Decimal, history: History) -> Sequence[Signal]:
         s = self._s

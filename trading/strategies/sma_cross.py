@@ -227,7 +227,8 @@ class _SmaKernel:
         self._s = strategy
         self._up: dict[str, frozenset[int]] = {}
 
-    def candidates(self, symbol: str, ticks: TickColumn, scale: int) -> TickColumn:
+    def candidates(self, symbol: str, ticks: TickColumn, scale: int
+                   ) -> tuple[TickColumn, TickColumn]:
         s = self._s
         fast, slow = s._fast, s._slow
         n = len(ticks)
@@ -236,7 +237,7 @@ class _SmaKernel:
         if (symbol not in s._state or n <= slow
                 or not s._valuer.can_size(s._pairs[symbol].quote, s._pairs)):
             self._up[symbol] = frozenset()
-            return np.empty(0, dtype=np.int64)
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
         cs = np.concatenate((np.zeros(1, dtype=np.int64), np.cumsum(ticks, dtype=np.int64)))
         end = np.arange(slow, n + 1)  # prefix index one past each full window's last row
         fsum = cs[end] - cs[end - fast]
@@ -247,7 +248,10 @@ class _SmaKernel:
         up = np.flatnonzero((prev == -1) & (cur == 1)) + slow
         down = np.flatnonzero((prev == 1) & (cur == -1)) + slow
         self._up[symbol] = frozenset(up.tolist())
-        return np.union1d(up, down)
+        return up, down
+
+    def holds(self, symbol: str) -> bool:
+        return self._s._keeper.is_long(symbol)
 
     def act(self, symbol: str, row: int, close: Decimal, history: History) -> Sequence[Signal]:
         s = self._s
