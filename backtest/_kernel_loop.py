@@ -132,6 +132,7 @@ class _History:
 
 _BLOCK = 32  # rows per block of the close maxima behind the equity bound
 _STOP_MARGIN = 1e-9  # the stop search's float room: it may visit a candle too many, never miss
+_SHORT = 4  # fewer skipped candles than this are marked one by one (cheaper than the bound)
 
 
 class _Timeline:
@@ -201,15 +202,20 @@ class _Run:
             arg = grid.argmax(axis=1)
             self.block_row.append((arg + np.arange(len(grid)) * _BLOCK).tolist())
             self.block_max.append(grid.max(axis=1).tolist())
-        self.stop_key: list[tuple[Decimal, Decimal | None, bool]] = [
-            (Decimal(0), None, False) for _ in self.parts]
+        self.stop_key: list[tuple[Decimal, Decimal | None, bool, Decimal]] = [
+            (Decimal(0), None, False, Decimal(0)) for _ in self.parts]
         self.stop_version = [0] * len(self.parts)
+        self.stop_state: tuple[int, tuple[str, ...]] = (-1, ())
+        self.bands: list[tuple[float, float] | None] = [None] * len(self.parts)
         self.stops: list[tuple[int, int, int]] = []  # (position, part, version)
 
     def sync(self, upto: int) -> None:
         """Mark every candle up to position ``upto`` as the per-candle loop would have."""
         a = self.synced + 1
         if upto < a:
+            return
+        if upto - a < _SHORT:
+            self._mark_each(a, upto)
             return
         self.synced = upto
         pf = self.pf
@@ -246,12 +252,12 @@ class _Run:
     def risk_step(self, m: int) -> None:
         """The per-candle risk step on the candle at ``m`` (exits queue like any signal)."""
         i = self.which[m]
-        sym = self.syms[i]
         row = self.rows[m]
-        if self.pf.position_qty(sym):
+        band = self.bands[i]
+        if band is not None and (self.lows[i][row] <= band[0] or self.highs[i][row] >= band[1]):
             self.engine._risk_candle(self.risk, self.parts[i]._build(row))  # type: ignore[arg-type]
-        else:  # flat: the step only marks (no level, no probe)
-            self.pf.mark(sym, self.prices[i][self.cidx[i][row]])
+        else:  # the candle stays inside the probe window (or flat): the step only marks
+            self.pf.mark(self.syms[i], self.prices[i][self.cidx[i][row]])
         self.synced = m
 
     # ------------------------------------------------------------------ stops
@@ -261,24 +267,42 @@ class _Run:
 
         Only a long position with no exit in flight can emit an exit (spot: a negative
         per-symbol position is an arbitrage leg, never covered); the other positions' probe
-        marks are the business of :meth:`sync`.
+        marks are the business of :meth:`sync`. Every open position also gets its probe window
+        (``bands``): a candle strictly inside it shows the risk step no probe and no level.
         """
-        pf, limits = self.pf, self.limits
-        assert limits is not None and self.risk is not None
+        assert self.limits is not None and self.risk is not None
         exiting = self.risk._pending_exit
+        state = (len(self.engine.out.fills), tuple(exiting))
+        if state == self.stop_state and not retry:
+            return  # positions and exits in flight change only with fills and exit orders
+        self.stop_state = state
+        pf, limits = self.pf, self.limits
+        pairs = self.engine._pairs
         for i, sym in enumerate(self.syms):
-            key = (pf.position_qty(sym), pf.avg_entry(sym), sym in exiting)
+            qty = pf.position_qty(sym)
+            pair = pairs[sym]
+            # what RiskEngine.on_market could sell: the balance may move with another
+            # symbol's fills (the same base currency)
+            sellable = pair.round_qty(min(qty, pf.balance(pair.base))) if qty > 0 else qty
+            key = (qty, pf.avg_entry(sym), sym in exiting, sellable)
             if key == self.stop_key[i] and i not in retry:
                 continue
             self.stop_key[i] = key
             self.stop_version[i] += 1
-            qty, avg, pending_exit = key
-            if qty <= 0 or avg is None or pending_exit:
+            qty, avg, pending_exit, sellable = key
+            if not qty or avg is None:
+                self.bands[i] = None
                 continue
-            lo, hi = avg * (1 - limits.stop_loss_pct), avg * (1 + limits.take_profit_pct)
+            if qty > 0:
+                lo, hi = avg * (1 - limits.stop_loss_pct), avg * (1 + limits.take_profit_pct)
+            else:
+                lo, hi = avg * (1 - limits.take_profit_pct), avg * (1 + limits.stop_loss_pct)
+            band = (float(lo) * (1 + _STOP_MARGIN), float(hi) * (1 - _STOP_MARGIN))
+            self.bands[i] = band
+            if qty < 0 or pending_exit or sellable <= 0:
+                continue  # no exit can come out of the risk step (RiskEngine.on_market)
             pos = self.inp.pos[i]
-            r = self._search(i, bisect_right(pos, m), float(lo) * (1 + _STOP_MARGIN),
-                             float(hi) * (1 - _STOP_MARGIN))
+            r = self._search(i, bisect_right(pos, m), *band)
             if r is not None:
                 heapq.heappush(self.stops, (pos[r], i, self.stop_version[i]))
 
@@ -475,6 +499,8 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
                                    "kernel strategies emit market orders only")
             if len(fills) != seen:
                 regate(m)  # this candle's decisions see the new holdings
+                if risk is not None:
+                    run.refresh_stops(m, retry)  # and its risk step the new position
         if risk is not None:
             while stops and stops[0][0] == m:
                 _, i, version = heapq.heappop(stops)

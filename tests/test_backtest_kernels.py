@@ -86,7 +86,15 @@ def _spy_kernel_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
      "sma_cross.fast=3", "--param", "sma_cross.slow=5"),
     ("--data", KRAKEN, "--symbol", f"{KRAKEN}=BTC/USD", "--strategy", "sma_cross",
      "--no-risk-limits", "--param", "sma_cross.fast=2", "--param", "sma_cross.slow=4"),
-], ids=["triangle", "triangle-fast-slip", "two-symbols", "kraken-hourly"])
+    # risk on: stop triggers, probe marks, the equity bound, the breaker
+    ("--data", *TRIANGLE, "--param", "arbitrage.min_profit=0"),
+    ("--data", *TRIANGLE, "--strategy", "sma_cross", "--strategy", "momentum", "--param",
+     "sma_cross.fast=2", "--param", "sma_cross.slow=3", "--param", "momentum.lookback=3",
+     "--param", "momentum.entry_threshold=0.001"),
+    ("--data", BTC, ETHBTC, "--param", "mean_reversion.window=5", "--param",
+     "momentum.lookback=4"),
+], ids=["triangle", "triangle-fast-slip", "two-symbols", "kraken-hourly", "triangle-all-risk",
+        "triangle-busy-risk", "two-symbols-all-risk"])
 def test_kernel_loop_equals_per_candle_loop(monkeypatch: pytest.MonkeyPatch,
                                             args: tuple[str, ...]) -> None:
     calls = _spy_kernel_runs(monkeypatch)
@@ -98,13 +106,29 @@ def test_kernel_loop_equals_per_candle_loop(monkeypatch: pytest.MonkeyPatch,
 
 @pytest.mark.skipif(not FULL, reason="needs ../shared/data/binance-triangle-1m (143k real "
                     "1-minute candles), absent on a user's machine")
+@pytest.mark.parametrize("args", [("--strategy", "sma_cross", "--no-risk-limits"),
+                                  ("--strategy", "sma_cross"),
+                                  ("--strategy", "mean_reversion")],
+                         ids=["sma-no-risk", "sma-risk", "mean-reversion-risk"])
 def test_kernel_loop_equals_per_candle_loop_on_the_full_files(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...]) -> None:
     calls = _spy_kernel_runs(monkeypatch)
-    kernels, per_candle = _both(monkeypatch, "--data", *FULL, "--strategy", "sma_cross",
-                                "--no-risk-limits")
+    kernels, per_candle = _both(monkeypatch, "--data", *FULL, *args)
     assert calls == [1]
     assert len(kernels.fills) > 1000
+    _assert_same(kernels, per_candle)
+
+
+@pytest.mark.skipif(not FULL, reason="needs ../shared/data/binance-triangle-1m (143k real "
+                    "1-minute candles), absent on a user's machine")
+def test_every_strategy_with_risk_on_the_full_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every strategy, the risk engine (stops, a drawdown breaker trip, 20k rejections after it)
+    calls = _spy_kernel_runs(monkeypatch)
+    kernels, per_candle = _both(monkeypatch, "--data", *FULL)
+    assert calls == [1]
+    assert dict(kernels.risk_rejections).get("breaker_open", 0) > 1000
+    assert {f.strategy for f in kernels.fills} >= {"sma_cross", "momentum", "mean_reversion",
+                                                   "arbitrage", "risk"}
     _assert_same(kernels, per_candle)
 
 
