@@ -130,6 +130,7 @@ class _History:
         return out
 
 
+_ONE = Decimal(1)
 _BLOCK = 32  # rows per block of the close maxima behind the equity bound
 _STOP_MARGIN = 1e-9  # the stop search's float room: it may visit a candle too many, never miss
 _SHORT = 4  # fewer skipped candles than this are marked one by one (cheaper than the bound)
@@ -207,6 +208,8 @@ class _Run:
         self.stop_version = [0] * len(self.parts)
         self.stop_state: tuple[int, tuple[str, ...]] = (-1, ())
         self.bands: list[tuple[float, float] | None] = [None] * len(self.parts)
+        self.levels: list[tuple[Decimal, Decimal, bool] | None] = [None] * len(self.parts)
+        self.can_exit = [False] * len(self.parts)
         self.stops: list[tuple[int, int, int]] = []  # (position, part, version)
 
     def sync(self, upto: int) -> None:
@@ -254,10 +257,22 @@ class _Run:
         i = self.which[m]
         row = self.rows[m]
         band = self.bands[i]
-        if band is not None and (self.lows[i][row] <= band[0] or self.highs[i][row] >= band[1]):
-            self.engine._risk_candle(self.risk, self.parts[i]._build(row))  # type: ignore[arg-type]
-        else:  # the candle stays inside the probe window (or flat): the step only marks
+        if band is None or (self.lows[i][row] > band[0] and self.highs[i][row] < band[1]):
+            # flat, or the candle stays inside the probe window: the step only marks the close
             self.pf.mark(self.syms[i], self.prices[i][self.cidx[i][row]])
+        elif self.can_exit[i]:
+            self.engine._risk_candle(self.risk, self.parts[i]._build(row))  # type: ignore[arg-type]
+        else:
+            # No exit can come out (see refresh_stops): the step is its marks, the probes'
+            # (adverse extreme first) when the range reaches a level, exactly as
+            # stop_probe_prices decides, then the close.
+            prices, part, sym = self.prices[i], self.parts[i], self.syms[i]
+            lo, hi = prices[part.lo[row]], prices[part.h[row]]
+            stop_lo, stop_hi, long = self.levels[i]  # type: ignore[misc]
+            if lo <= stop_lo or hi >= stop_hi:
+                self.pf.mark(sym, lo if long else hi)
+                self.pf.mark(sym, hi if long else lo)
+            self.pf.mark(sym, prices[self.cidx[i][row]])
         self.synced = m
 
     # ------------------------------------------------------------------ stops
@@ -293,13 +308,18 @@ class _Run:
             if not qty or avg is None:
                 self.bands[i] = None
                 continue
+            # stop_probe_prices' levels, computed the same way
             if qty > 0:
-                lo, hi = avg * (1 - limits.stop_loss_pct), avg * (1 + limits.take_profit_pct)
+                lo = avg * (_ONE - limits.stop_loss_pct)
+                hi = avg * (_ONE + limits.take_profit_pct)
             else:
-                lo, hi = avg * (1 - limits.take_profit_pct), avg * (1 + limits.stop_loss_pct)
+                lo = avg * (_ONE - limits.take_profit_pct)
+                hi = avg * (_ONE + limits.stop_loss_pct)
             band = (float(lo) * (1 + _STOP_MARGIN), float(hi) * (1 - _STOP_MARGIN))
             self.bands[i] = band
-            if qty < 0 or pending_exit or sellable <= 0:
+            self.levels[i] = (lo, hi, qty > 0)
+            self.can_exit[i] = not (qty < 0 or pending_exit or sellable <= 0)
+            if not self.can_exit[i]:
                 continue  # no exit can come out of the risk step (RiskEngine.on_market)
             pos = self.inp.pos[i]
             r = self._search(i, bisect_right(pos, m), *band)
