@@ -528,6 +528,7 @@ class Application:
         finally:
             self._nursery = None
             self._latches.flush()  # breaker changes not yet written when the tree stopped
+            self._record_stranded()
             if self._recording is not None:
                 self._recording.close()
                 log.info("recording written: %s", ", ".join(map(str, self._recording.segments)))
@@ -548,6 +549,29 @@ class Application:
             log.critical("the root supervisor gave up: stopping")
             self.exit_code = 1
         self._stop_requested.set()
+
+    def _record_stranded(self) -> None:
+        """Persist the executor's events that the stop cut off before the recorder got them.
+
+        A fill made as the stop arrived (a resting order hit by the last market event, an
+        order already past the broker) waits in the outbox, and no executor incarnation follows
+        to deliver it. The recorder has finished its final flush by now, so it is written here,
+        inline like the breaker latches: the stop must not lose a fill the exchange made.
+        """
+        if self.store is None:
+            return
+        stranded = self.execution.unrecorded()
+        if not stranded:
+            return
+        try:
+            self.store.write_batch(stranded)
+        except Exception as exc:
+            log.error("%d execution events (%d fills) could not be persisted at shutdown, they "
+                      "are lost: %s", len(stranded),
+                      sum(isinstance(e, Fill) for e in stranded), exc)
+            return
+        log.info("persisted %d execution events the stop cut off from the recorder",
+                 len(stranded))
 
     async def _settle(self) -> None:
         """Let in-flight signals, orders and events drain before a planned stop (at most 2 s)."""

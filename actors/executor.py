@@ -135,6 +135,9 @@ class _Group:
 
 #: How many finished orders keep their strategy routing (late fills of cancelled orders).
 ROUTING_MEMORY = 100_000
+#: An event's place in its delivery order at which the recorder gets it (``_targets``): an
+#: outbox entry whose next target is at or before it has not reached persistence yet.
+RECORDER_TARGET = 1
 
 
 class ExecutionState:
@@ -152,6 +155,15 @@ class ExecutionState:
         self.group_of: dict[str, str] = {}
         self.groups: dict[str, _Group] = {}
         self.filled: dict[str, Decimal] = {}
+
+    def unrecorded(self) -> list[OrderEvent]:
+        """Events still in the outbox that the recorder never received.
+
+        Only a stop leaves any: no incarnation follows to deliver them, so the application
+        writes them itself once the recorder has stopped.
+        """
+        return [entry[0] for entry in self.outbox
+                if not isinstance(entry[0], _Signals) and entry[1] <= RECORDER_TARGET]
 
 
 class _Signals:
@@ -258,6 +270,11 @@ class ExecutorActor:
                     client_order_id=order.client_order_id, strategy=order.strategy,
                     symbol=order.symbol, reason="write_ahead_failed", ts=trio.current_time())])
                 return
+        # The write-ahead's worker thread is not abandoned on cancellation, so a stop that
+        # arrived meanwhile is still pending: the order must not reach the broker then (the
+        # caller reports it rejected, unsent). Sending it anyway made fills at shutdown that
+        # no incarnation was left to deliver.
+        await trio.lowlevel.checkpoint_if_cancelled()
         if self._observer is not None:
             self._observer.order_submitted(order, trio.current_time() - order.ts_recv)
         events = await self.broker.submit(order)
@@ -315,6 +332,7 @@ class ExecutorActor:
             return [send_unwind]
         targets: list[Callable[[Any], Awaitable[None]]] = [self._order_events.send]
         if self._events is not None:
+            assert len(targets) == RECORDER_TARGET
             targets.append(self._events.send)
         if not isinstance(payload, OrderAccepted):
             owner = self.state.strategy_of.get(payload.client_order_id, "")
