@@ -92,6 +92,7 @@ _ONE = Decimal(1)
 _BPS = Decimal(10_000)
 _DEPTH = Decimal("1e18")  # "unlimited" depth of the next-open book (no volume cap)
 _TS = attrgetter("ts_event_ns")
+_CLOSED = (OrderRejected, OrderCancelled)
 _NEW = object.__new__
 _LevelTwin = twin_of(BookLevel)
 _new_order = fast_constructor(OrderRequest)
@@ -499,7 +500,7 @@ class FastEngine:
         risk = self._risk
         filled: dict[str, Decimal] = {}
         for ev in events:
-            if isinstance(ev, Fill):
+            if type(ev) is Fill:
                 fills.append(ev)
                 self.out.fills.append(ev)
                 filled[ev.client_order_id] = filled.get(ev.client_order_id, _ZERO) + ev.qty
@@ -514,7 +515,7 @@ class FastEngine:
                     owner = self._by_name.get(ev.strategy)
                     if owner is not None:
                         owner.on_fill(ev)
-            elif isinstance(ev, OrderRejected | OrderCancelled):
+            elif isinstance(ev, _CLOSED):
                 if isinstance(ev, OrderRejected):
                     rej = self.out.order_rejections
                     rej[ev.reason] = rej.get(ev.reason, 0) + 1

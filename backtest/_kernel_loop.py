@@ -543,7 +543,13 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
             if sigs:
                 queue(sigs, part.ts[row] / _NS)
                 if pending:
-                    schedule(m)
+                    if len(pending) == 1 and sym in pending and sym not in scheduled:
+                        # the usual case: this symbol's orders, for its next row
+                        if row + 1 < len(pos_of[i]):
+                            heapq.heappush(heap, (pos_of[i][row + 1], i))
+                            scheduled.add(sym)
+                    else:
+                        schedule(m)
         while ci < nc and c_pos[ci] == m:
             k = c_strat[ci]
             ci += 1

@@ -49,11 +49,10 @@ _PAIRS = [a + b for a in _DIGITS for b in _DIGITS]
 def _base36(n: int) -> str:
     if n < 36:
         return _DIGITS[n]
-    out = []
-    while n:
-        n, r = divmod(n, 1296)
-        out.append(_PAIRS[r])
-    return "".join(reversed(out)).lstrip("0")
+    if n < 1296:
+        return _PAIRS[n]  # no leading zero from 36 on
+    q, r = divmod(n, 1296)
+    return _base36(q) + _PAIRS[r]
 
 
 class ClientOrderIds:

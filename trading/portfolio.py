@@ -321,9 +321,10 @@ class Portfolio:
     def _update_hwm(self) -> None:
         self._hwm_stale = False
         total = ZERO
+        rates = self._rates  # usd_rate's cache, read inline: this runs on every mark
         for ccy, amount in self._balances.items():
             if amount:
-                r = self.usd_rate(ccy)
+                r = rates[ccy] if ccy in rates else self.usd_rate(ccy)
                 if r is None:
                     return  # an unpriced holding: do not move the high-water mark on guesswork
                 total += amount * r
