@@ -412,13 +412,23 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
         if j < len(active):
             heapq.heappush(cands, (active[j], k, g, gate_version[g]))
 
-    def regate(start: int) -> None:
+    def regate(start: int, waiting: list[int]) -> None:
+        # After fills: a gate whose holding changed switches row sets (its armed entry goes
+        # stale); ``waiting`` gates (decided on this symbol's previous row, see below) arm now.
         for g, (k, i, _, _) in enumerate(gates):
             now = kernels[k].holds(parts[i].symbol)
             if now != holding[g]:
                 holding[g] = now
                 gate_version[g] += 1
-                arm(g, start)
+                if g not in waiting:
+                    arm(g, start)
+        for g in waiting:
+            arm(g, start)
+
+    # A gate whose visit queued orders for its symbol arms again only after they execute, at
+    # the symbol's next row (no row of it comes between): its holding may change there, and
+    # an entry armed meanwhile would only go stale.
+    deferred: dict[int, list[int]] = {}
 
     for g in range(len(gates)):
         arm(g, 0)
@@ -517,10 +527,14 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
             if engine._resting:
                 raise RuntimeError("a limit order rests in the candle-skipping loop; the "
                                    "kernel strategies emit market orders only")
+            waiting = deferred.pop(i, [])
             if len(fills) != seen:
-                regate(m)  # this candle's decisions see the new holdings
+                regate(m, waiting)  # this candle's decisions see the new holdings
                 if risk is not None:
                     run.refresh_stops(m, retry)  # and its risk step the new position
+            else:
+                for g in waiting:
+                    arm(g, m)
         if risk is not None:
             while stops and stops[0][0] == m:
                 _, i, version = heapq.heappop(stops)
@@ -539,17 +553,20 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
                 continue
             history.at = m
             sigs = acts[k](sym, row, part.table.prices[part.c[row]], history)
-            arm(g, m + 1)
             if sigs:
                 queue(sigs, part.ts[row] / _NS)
-                if pending:
-                    if len(pending) == 1 and sym in pending and sym not in scheduled:
-                        # the usual case: this symbol's orders, for its next row
-                        if row + 1 < len(pos_of[i]):
-                            heapq.heappush(heap, (pos_of[i][row + 1], i))
-                            scheduled.add(sym)
-                    else:
-                        schedule(m)
+            if sym in pending:
+                deferred.setdefault(i, []).append(g)
+            else:
+                arm(g, m + 1)
+            if sigs and pending:
+                if len(pending) == 1 and sym in pending and sym not in scheduled:
+                    # the usual case: this symbol's orders, for its next row
+                    if row + 1 < len(pos_of[i]):
+                        heapq.heappush(heap, (pos_of[i][row + 1], i))
+                        scheduled.add(sym)
+                else:
+                    schedule(m)
         while ci < nc and c_pos[ci] == m:
             k = c_strat[ci]
             ci += 1
@@ -560,7 +577,7 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
                 if pending:
                     schedule(m)
             if len(fills) != seen:
-                regate(m + 1)
+                regate(m + 1, [])
         if risk is not None:
             run.refresh_stops(m, retry)
             retry.clear()
