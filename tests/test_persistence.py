@@ -260,6 +260,15 @@ def test_bulk_timestamps_match_the_column_type(store: Store) -> None:
         expected = processor(bound) if processor else bound
         assert bulk.ts(value) == expected
         assert bulk.ts_utc_naive(value.replace(tzinfo=None)) == expected
+    # ts_ns (fills: event nanoseconds, the whole second's text reused between calls) binds
+    # what ts binds for the same instant truncated to the microsecond, before and after the
+    # epoch, within one second and across seconds
+    rng = random.Random(11)
+    base = int(T0.timestamp()) * 10**9
+    for ns in [base, base + 999_999_999, base + 1, -1, -10**9 - 7, 0,
+               *(base + rng.randrange(-10**12, 10**12) for _ in range(300))]:
+        instant = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=ns // 1000)
+        assert bulk.ts_ns(ns) == bulk.ts(instant), ns
 
 
 def recompute(initial: dict[str, Decimal], fills: list[Fill]) -> dict[str, Decimal]:
