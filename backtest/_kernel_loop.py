@@ -464,7 +464,7 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
     book_acts = [k.act for k in book_kernels]
     last = out.last_candles
     firsts = run.firsts
-    stops = run.stops if risk is not None else []
+    stops = run.stops if risk is not None else []  # (the loop adds a sentinel)
     versions = run.stop_version if risk is not None else []
     retry: set[int] = set()
 
@@ -493,16 +493,30 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
     engine._sample(int(inp.ts[0]), closes)
     inf = n + 1
     si = ci = 0
-    ns, nc = len(s_pos), len(c_pos)
     next_report = progress_every if progress is not None else inf
     fills = out.fills
+    # Sentinels at "never" end every stream, so the loop reads their heads unconditionally.
+    s_pos.append(inf)
+    c_pos.append(inf)
+    heapq.heappush(cands, (inf, 0, 0, 0))
+    heapq.heappush(heap, (inf, 0))
+    if risk is None:
+        stops = []
+    heapq.heappush(stops, (inf, 0, 0))
     while True:
-        sp = s_pos[si] if si < ns else inf
-        gp = cands[0][0] if cands else inf
-        cp = c_pos[ci] if ci < nc else inf
-        hp = heap[0][0] if heap else inf
-        tp = stops[0][0] if stops else inf
-        m = min(sp, gp, cp, hp, tp)
+        m = sp = s_pos[si]
+        gp = cands[0][0]
+        if gp < m:
+            m = gp
+        cp = c_pos[ci]
+        if cp < m:
+            m = cp
+        hp = heap[0][0]
+        if hp < m:
+            m = hp
+        tp = stops[0][0]
+        if tp < m:
+            m = tp
         if m == inf:
             break
         if risk is not None:
@@ -536,18 +550,23 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
                 for g in waiting:
                     arm(g, m)
         if risk is not None:
-            while stops and stops[0][0] == m:
+            while stops[0][0] == m:
                 _, i, version = heapq.heappop(stops)
                 if version == versions[i]:
                     retry.add(i)  # visited: look for the next one after it
             run.risk_step(m)
             if pending:
                 schedule(m)
+        if cands[0][0] != m and cp != m:  # (an execution above may have armed a gate at m)
+            if risk is not None:
+                run.refresh_stops(m, retry)
+                retry.clear()
+            continue
         i = run.which[m]
         part = parts[i]
         sym = part.symbol
         row = rows[m]
-        while cands and cands[0][0] == m:
+        while cands[0][0] == m:
             _, k, g, version = heapq.heappop(cands)
             if version != gate_version[g]:
                 continue
@@ -567,7 +586,7 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
                         scheduled.add(sym)
                 else:
                     schedule(m)
-        while ci < nc and c_pos[ci] == m:
+        while c_pos[ci] == m:
             k = c_strat[ci]
             ci += 1
             seen = len(fills)
