@@ -93,6 +93,7 @@ _BPS = Decimal(10_000)
 _DEPTH = Decimal("1e18")  # "unlimited" depth of the next-open book (no volume cap)
 _TS = attrgetter("ts_event_ns")
 _CLOSED = (OrderRejected, OrderCancelled)
+_new_point = fast_constructor(EquityPoint)  # two per equity sample
 _NEW = object.__new__
 _LevelTwin = twin_of(BookLevel)
 _new_order = fast_constructor(OrderRequest)
@@ -176,14 +177,14 @@ def sample_equity(out: EngineOutput, pf: Portfolio, ts: int, bench_units: Mappin
     for sym, close in closes.items():
         if pf.mark_price(sym) != close:
             pf.mark(sym, close)
-    out.equity.append(EquityPoint(ts, pf.equity_usd()))
+    out.equity.append(_new_point(ts=ts, equity=pf.equity_usd()))
     # Buy and hold buys each symbol at its first open: until a symbol has traded, its share of
     # the cash is still cash (a symbol whose data starts later must not count as worth 0).
     value = bench_cash
     for sym, units in bench_units.items():
         last = closes.get(sym)
         value += units * (last if last is not None else first_open.get(sym, _ZERO))
-    out.benchmark.append(EquityPoint(ts, value))
+    out.benchmark.append(_new_point(ts=ts, equity=value))
 
 
 class FastEngine:
