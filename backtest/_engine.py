@@ -499,12 +499,10 @@ class FastEngine:
     def _apply_events(self, events: Sequence[object]) -> list[Fill]:
         fills: list[Fill] = []
         risk = self._risk
-        filled: dict[str, Decimal] = {}
         for ev in events:
             if type(ev) is Fill:
                 fills.append(ev)
                 self.out.fills.append(ev)
-                filled[ev.client_order_id] = filled.get(ev.client_order_id, _ZERO) + ev.qty
                 if risk is not None:
                     risk.on_fill(ev)
                 else:
@@ -525,8 +523,10 @@ class FastEngine:
                 name = ev.strategy if isinstance(ev, OrderRejected) else self._owner(ev)
                 strat = self._by_name.get(name)
                 if strat is not None:
-                    strat.on_order_closed(ev.client_order_id,
-                                          filled.get(ev.client_order_id, _ZERO))
+                    # what this batch filled of the order before it closed
+                    done = sum((f.qty for f in fills if f.client_order_id == ev.client_order_id),
+                               _ZERO)
+                    strat.on_order_closed(ev.client_order_id, done)
         return fills
 
     def _owner(self, ev: OrderCancelled) -> str:

@@ -292,9 +292,8 @@ class Portfolio:
         fee_ccy = fill.fee_currency
         if fee:
             bal[fee_ccy] = bal.get(fee_ccy, ZERO) - fee
-            _add(self._fees, fee_ccy, fee)
-            _add(pos.fees, fee_ccy, fee)
-            _add(strat.fees, fee_ccy, fee)
+            for book in (self._fees, pos.fees, strat.fees):  # _add, inlined (every fill)
+                book[fee_ccy] = book.get(fee_ccy, ZERO) + fee
         realized, net = pos.apply(signed, price, fee if fee_ccy == quote else ZERO)
         pos.trades += 1
         strat.trades += 1
