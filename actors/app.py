@@ -58,7 +58,14 @@ from ._supervisor import (
 from .console import ConsoleActor, status_line, summary_table
 from .executor import ExecutionState, ExecutorActor, PaperBroker
 from .feed import FeedActor
-from .journal import DuplicateOrderId, StoreJournal, SystemEvents, probe_write, restore
+from .journal import (
+    DuplicateOrderId,
+    StoreJournal,
+    SystemEvents,
+    persist_stranded,
+    probe_write,
+    restore,
+)
 from .monitor import MetricsBridge, MonitorActor, feed_ages
 from .recorder import Recorder
 from .recording import FrameWriter, SessionTap
@@ -258,8 +265,7 @@ class Application:
                                  observer=ExecutionTap(self.bridge, self.fills,
                                                         self._count_order_event),
                                  pairs=self.pairs, prices=self.broker.mids,
-                                 state=self.execution,
-                                 on_journal_error=self._on_journal_error)
+                                 state=self.execution, on_journal_error=self._on_journal_error)
 
         children = []
         if self.store is not None:
@@ -551,27 +557,9 @@ class Application:
         self._stop_requested.set()
 
     def _record_stranded(self) -> None:
-        """Persist the executor's events that the stop cut off before the recorder got them.
-
-        A fill made as the stop arrived (a resting order hit by the last market event, an
-        order already past the broker) waits in the outbox, and no executor incarnation follows
-        to deliver it. The recorder has finished its final flush by now, so it is written here,
-        inline like the breaker latches: the stop must not lose a fill the exchange made.
-        """
-        if self.store is None:
-            return
-        stranded = self.execution.unrecorded()
-        if not stranded:
-            return
-        try:
-            self.store.write_batch(stranded)
-        except Exception as exc:
-            log.error("%d execution events (%d fills) could not be persisted at shutdown, they "
-                      "are lost: %s", len(stranded),
-                      sum(isinstance(e, Fill) for e in stranded), exc)
-            return
-        log.info("persisted %d execution events the stop cut off from the recorder",
-                 len(stranded))
+        """Persist outbox events the stop cut off from the recorder (journal.persist_stranded)."""
+        if self.store is not None:
+            persist_stranded(self.store, self.execution.unrecorded())
 
     async def _settle(self) -> None:
         """Let in-flight signals, orders and events drain before a planned stop (at most 2 s)."""

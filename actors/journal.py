@@ -11,7 +11,7 @@ was sent is unknown after a restart.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -21,7 +21,7 @@ from sqlalchemy import text
 
 from persistence import Store
 from protocol.instruments import PairInfo
-from protocol.messages import Fill, OrderCancelled, OrderRequest, SystemEvent
+from protocol.messages import Fill, OrderCancelled, OrderEvent, OrderRequest, SystemEvent
 from trading import Portfolio
 
 log = logging.getLogger(__name__)
@@ -190,3 +190,23 @@ class SystemEvents:
                       kind, source, detail)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             log.info("system event after shutdown: %s %s %s", kind, source, detail)
+
+
+def persist_stranded(store: Store, stranded: Sequence[OrderEvent]) -> None:
+    """Write execution events that a stop left in the executor's outbox, undelivered.
+
+    A fill made as the stop arrived (a resting order hit by the last market event, an order
+    already past the broker) waits in the outbox, and no executor incarnation follows to
+    deliver it. Called once the recorder has finished its final flush, inline like the
+    breaker latches: the stop must not lose a fill the exchange made. The store skips fills it
+    already holds, so a repeat is harmless; a failure is logged with what it lost.
+    """
+    if not stranded:
+        return
+    try:
+        store.write_batch(stranded)
+    except Exception as exc:
+        log.error("%d execution events (%d fills) could not be persisted at shutdown, they "
+                  "are lost: %s", len(stranded), sum(isinstance(e, Fill) for e in stranded), exc)
+        return
+    log.info("persisted %d execution events the stop cut off from the recorder", len(stranded))

@@ -79,7 +79,8 @@ from trading import (
 from trading.risk import RISK_STRATEGY
 from trading.strategies import Arbitrage, BookKernel, CandleKernel, Strategy, plan_unwind
 
-from ._kernel_loop import kernel_input, run_kernels
+from ._kernel_input import kernel_input
+from ._kernel_loop import run_kernels
 from ._result import EquityPoint
 from ._synthetic import synthetic_book as _synthetic_book
 

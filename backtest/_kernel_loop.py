@@ -32,138 +32,33 @@ Candles and books are built only at events, from the columns.
 from __future__ import annotations
 
 import heapq
-from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from protocol.messages import BookEvent, CandleEvent
+from protocol.messages import BookEvent
 from trading.strategies import BookKernel, CandleKernel
 
-from ._data import CandleColumns, MergedCandles
+from ._kernel_input import History, KernelInput, Timeline, positions
 
 if TYPE_CHECKING:
     from ._engine import FastEngine
 
 from ._synthetic import synthetic_book as _synthetic_book
 
-__all__ = ["KernelInput", "kernel_input", "run_kernels"]
+__all__ = ["run_kernels"]
 
 _NS = 1_000_000_000
-
-
-class KernelInput:
-    """The merged columns as NumPy arrays: per part its merged positions and close ticks."""
-
-    __slots__ = ("n", "parts", "pos", "pos_np", "rows", "ticks", "ts", "which")
-
-    def __init__(self, merged: MergedCandles,
-                 ticks: Sequence[tuple[Any, int]]) -> None:
-        self.parts: list[CandleColumns] = merged.parts
-        self.which = merged.which
-        which = np.frombuffer(merged.which, dtype=np.uint8)
-        self.n = len(which)
-        self.rows = merged.rows
-        # pos[i][row] = the merged position of part i's row (parts are time-sorted, and the
-        # merge keeps each part's order, so these are increasing).
-        self.pos_np = [np.flatnonzero(which == i) for i in range(len(self.parts))]
-        # The same as plain arrays: bisect on them costs a fraction of a NumPy call.
-        self.pos: list[array[int]] = []
-        for where in self.pos_np:
-            a = array("q")
-            a.frombytes(where.astype(np.int64).tobytes())
-            self.pos.append(a)
-        self.ticks = list(ticks)
-        ts = np.empty(self.n, dtype=np.int64)
-        for i, p in enumerate(self.parts):
-            ts[self.pos_np[i]] = np.frombuffer(p.ts, dtype=np.int64)
-        self.ts = ts
-
-
-def kernel_input(candles: Sequence[CandleEvent]) -> KernelInput | None:
-    """The kernel view of ``candles``, or None when it has none (not the column store, a
-    symbol split across parts, or a close with no integer-tick form)."""
-    if not isinstance(candles, MergedCandles) or not len(candles):
-        return None
-    symbols = [p.symbol for p in candles.parts]
-    if len(set(symbols)) != len(symbols):
-        return None
-    ticks = []
-    for p in candles.parts:
-        t = p.close_ticks()
-        if t is None:
-            return None
-        ticks.append(t)
-    return KernelInput(candles, ticks)
-
-
-class _History:
-    """:class:`trading.strategies.History` over the columns, at the loop's current position."""
-
-    __slots__ = ("at", "inp", "part_of", "sources", "ts_recv")
-
-    def __init__(self, inp: KernelInput) -> None:
-        self.inp = inp
-        self.at = 0
-        self.ts_recv = 0.0  # the column store's candles carry no receive time
-        self.part_of = {p.symbol: i for i, p in enumerate(inp.parts)}
-        firsts = sorted(range(len(inp.parts)), key=lambda i: inp.pos[i][0])
-        self.sources = [(inp.parts[i].symbol, inp.pos[i], inp.parts[i].table.prices,
-                         inp.parts[i].c) for i in firsts]
-
-    def closes(self, symbol: str, lo: int, hi: int) -> list[Decimal]:
-        part = self.inp.parts[self.part_of[symbol]]
-        prices, c = part.table.prices, part.c
-        return [prices[c[r]] for r in range(lo, hi)]
-
-    def latest_closes(self) -> list[tuple[str, Decimal]]:
-        at = self.at
-        out = []
-        for sym, pos, prices, c in self.sources:
-            r = bisect_right(pos, at) - 1
-            if r >= 0:
-                out.append((sym, prices[c[r]]))
-        return out
 
 
 _ONE = Decimal(1)
 _BLOCK = 32  # rows per block of the close maxima behind the equity bound
 _STOP_MARGIN = 1e-9  # the stop search's float room: it may visit a candle too many, never miss
 _SHORT = 4  # fewer skipped candles than this are marked one by one (cheaper than the bound)
-
-
-class _Timeline:
-    """:class:`trading.strategies.BookTimeline` over the kernel input."""
-
-    def __init__(self, inp: KernelInput, bid_mult: Decimal, ask_mult: Decimal) -> None:
-        self.n = inp.n
-        self._inp = inp
-        self._part_of = {p.symbol: i for i, p in enumerate(inp.parts)}
-        self._bid = float(bid_mult)
-        self._ask = float(ask_mult)
-        self._which = np.frombuffer(inp.which, dtype=np.uint8)
-
-    def has(self, symbol: str) -> bool:
-        return symbol in self._part_of
-
-    def latest_tops(self, symbol: str) -> tuple[Any, Any]:
-        i = self._part_of[symbol]
-        close = self._inp.parts[i].floats("c")
-        where = self._inp.pos_np[i]
-        # index of the latest row at or before each position (-1 before the first)
-        latest = np.full(self.n, -1, dtype=np.int64)
-        latest[where] = np.arange(len(where))
-        latest = np.maximum.accumulate(latest)
-        vals = np.where(latest >= 0, close[np.maximum(latest, 0)], np.nan)
-        return vals * self._bid, vals * self._ask
-
-    def is_symbol(self, symbols: Any) -> Any:
-        ids = [self._part_of[s] for s in symbols if s in self._part_of]
-        return np.isin(self._which, np.asarray(ids, dtype=np.uint8))
 
 
 class _Run:
@@ -365,13 +260,6 @@ class _Run:
 _BOUND_ROOM = Decimal("1.000000000001")
 
 
-def _positions(where: Any) -> array[int]:
-    """An int64 NumPy array as a plain array (bisect on it is cheap)."""
-    a = array("q")
-    a.frombytes(np.ascontiguousarray(where, dtype=np.int64).tobytes())
-    return a  # the bound's highs are picked by float comparison
-
-
 def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKernel],
                 symbols: Sequence[frozenset[str]], book_kernels: Sequence[BookKernel],
                 progress: Callable[[int], None] | None, progress_every: int) -> None:
@@ -398,8 +286,8 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
             ins = np.asarray(ins, dtype=np.int64)
             outs = np.asarray(outs, dtype=np.int64)
             if len(ins) or len(outs):
-                gates.append((k, i, _positions(inp.pos_np[i][ins]),
-                              _positions(inp.pos_np[i][outs])))
+                gates.append((k, i, positions(inp.pos_np[i][ins]),
+                              positions(inp.pos_np[i][outs])))
     holding = [kernels[k].holds(parts[i].symbol) for k, i, _, _ in gates]
     gate_version = [0] * len(gates)
     cands: list[tuple[int, int, int, int]] = []  # (position, kernel, gate, version)
@@ -435,7 +323,7 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
     # Book kernels: their positions, ordered by (position, strategy order).
     cpos, cstrat = [], []
     if book_kernels:
-        timeline = _Timeline(inp, engine._bid_mult, engine._ask_mult)
+        timeline = Timeline(inp, engine._bid_mult, engine._ask_mult)
         for k, bk in enumerate(book_kernels):
             where = np.asarray(bk.candidates(timeline), dtype=np.int64)
             cpos.append(where)
@@ -454,7 +342,7 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
     s_pos = bounds.tolist()
     s_ts = (bucket[bounds] * step).tolist()
 
-    history = _History(inp)
+    history = History(inp)
     pending = engine._pending
     part_of = history.part_of
     scheduled: set[str] = set()

@@ -20,7 +20,7 @@ import backtest.cli as cli
 from backtest import BacktestResult, trade_log_bytes
 from backtest._data import CandleColumns, MergedCandles, PriceTable
 from backtest._engine import FastEngine
-from backtest._kernel_loop import kernel_input
+from backtest._kernel_input import kernel_input
 from backtest.cli import add_arguments, prepare, run_prepared
 from config import load_settings
 from protocol.instruments import PairInfo

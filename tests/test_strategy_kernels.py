@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 
 import backtest.cli as cli
-from backtest import BacktestResult, trade_log_bytes
-from backtest._engine import FastEngine
+from backtest import BacktestResult
 from backtest.cli import add_arguments, prepare, run_prepared
 from config import load_settings
 from protocol.instruments import PairInfo
 from protocol.messages import CandleEvent, Fill, Side, Signal
 from tests.conftest import FIXTURES, SHARED
+from tests.test_backtest_kernels import _assert_same, _PerCandle, _spy_kernel_runs
 from trading.strategies import MeanReversion, MeanReversionConfig, Momentum, MomentumConfig
 
 TRIANGLE = sorted(str(p) for p in (FIXTURES / "candles_triangle").glob("*.csv"))
@@ -270,13 +270,6 @@ def test_mean_reversion_reason_keeps_the_exponent_of_every_close_so_far() -> Non
 # --------------------------------------------------------------------------- backtest loops
 
 
-class _PerCandle(FastEngine):
-    """The fast engine with the candle-skipping loop switched off."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, kernels=False, **kwargs)
-
-
 def _record_decisions(monkeypatch: pytest.MonkeyPatch) -> list[Signal]:
     """Every signal momentum and mean_reversion decide (reasons are in no backtest output)."""
     seen: list[Signal] = []
@@ -290,21 +283,6 @@ def _record_decisions(monkeypatch: pytest.MonkeyPatch) -> list[Signal]:
 
         monkeypatch.setattr(cls, "_decide", spy)
     return seen
-
-
-def _spy_kernel_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Count the runs that took the candle-skipping loop (so a test cannot pass vacuously)."""
-    import backtest._engine as engine_mod
-
-    calls: list[int] = []
-    real = engine_mod.run_kernels  # type: ignore[attr-defined]
-
-    def spy(*args: Any, **kwargs: Any) -> None:
-        calls.append(1)
-        real(*args, **kwargs)
-
-    monkeypatch.setattr(engine_mod, "run_kernels", spy)
-    return calls
 
 
 def _both(monkeypatch: pytest.MonkeyPatch, *args: str
@@ -321,17 +299,6 @@ def _both(monkeypatch: pytest.MonkeyPatch, *args: str
     assert calls == [1]  # the first run skipped candles, the second did not
     assert kernel_signals == seen
     return kernels, per_candle
-
-
-def _assert_same(a: BacktestResult, b: BacktestResult) -> None:
-    assert trade_log_bytes(a.fills) == trade_log_bytes(b.fills)
-    assert a.fills == b.fills
-    assert a.equity == b.equity and a.benchmark == b.benchmark
-    assert a.final_equity == b.final_equity and a.final_balances == b.final_balances
-    assert a.warnings == b.warnings
-    assert a.risk_rejections == b.risk_rejections
-    assert a.order_rejections == b.order_rejections
-    assert a.trades == b.trades and a.open_trades == b.open_trades
 
 
 BUSY_PARAMS = {  # settings that trade a lot

@@ -1,0 +1,132 @@
+"""The candle-skipping loop's view of its input: the merged columns as NumPy arrays, and the
+read-only views its kernels get (``trading.strategies.History`` and ``BookTimeline``).
+
+Private to ``backtest._kernel_loop`` (see its docstring for the loop itself).
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_right
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+
+from protocol.messages import CandleEvent
+
+from ._data import CandleColumns, MergedCandles
+
+__all__ = ["History", "KernelInput", "Timeline", "kernel_input", "positions"]
+
+
+class KernelInput:
+    """The merged columns as NumPy arrays: per part its merged positions and close ticks."""
+
+    __slots__ = ("n", "parts", "pos", "pos_np", "rows", "ticks", "ts", "which")
+
+    def __init__(self, merged: MergedCandles,
+                 ticks: Sequence[tuple[Any, int]]) -> None:
+        self.parts: list[CandleColumns] = merged.parts
+        self.which = merged.which
+        which = np.frombuffer(merged.which, dtype=np.uint8)
+        self.n = len(which)
+        self.rows = merged.rows
+        # pos[i][row] = the merged position of part i's row (parts are time-sorted, and the
+        # merge keeps each part's order, so these are increasing).
+        self.pos_np = [np.flatnonzero(which == i) for i in range(len(self.parts))]
+        # The same as plain arrays: bisect on them costs a fraction of a NumPy call.
+        self.pos: list[array[int]] = []
+        for where in self.pos_np:
+            a = array("q")
+            a.frombytes(where.astype(np.int64).tobytes())
+            self.pos.append(a)
+        self.ticks = list(ticks)
+        ts = np.empty(self.n, dtype=np.int64)
+        for i, p in enumerate(self.parts):
+            ts[self.pos_np[i]] = np.frombuffer(p.ts, dtype=np.int64)
+        self.ts = ts
+
+
+def kernel_input(candles: Sequence[CandleEvent]) -> KernelInput | None:
+    """The kernel view of ``candles``, or None when it has none (not the column store, a
+    symbol split across parts, or a close with no integer-tick form)."""
+    if not isinstance(candles, MergedCandles) or not len(candles):
+        return None
+    symbols = [p.symbol for p in candles.parts]
+    if len(set(symbols)) != len(symbols):
+        return None
+    ticks = []
+    for p in candles.parts:
+        t = p.close_ticks()
+        if t is None:
+            return None
+        ticks.append(t)
+    return KernelInput(candles, ticks)
+
+
+class History:
+    """:class:`trading.strategies.History` over the columns, at the loop's current position."""
+
+    __slots__ = ("at", "inp", "part_of", "sources", "ts_recv")
+
+    def __init__(self, inp: KernelInput) -> None:
+        self.inp = inp
+        self.at = 0
+        self.ts_recv = 0.0  # the column store's candles carry no receive time
+        self.part_of = {p.symbol: i for i, p in enumerate(inp.parts)}
+        firsts = sorted(range(len(inp.parts)), key=lambda i: inp.pos[i][0])
+        self.sources = [(inp.parts[i].symbol, inp.pos[i], inp.parts[i].table.prices,
+                         inp.parts[i].c) for i in firsts]
+
+    def closes(self, symbol: str, lo: int, hi: int) -> list[Decimal]:
+        part = self.inp.parts[self.part_of[symbol]]
+        prices, c = part.table.prices, part.c
+        return [prices[c[r]] for r in range(lo, hi)]
+
+    def latest_closes(self) -> list[tuple[str, Decimal]]:
+        at = self.at
+        out = []
+        for sym, pos, prices, c in self.sources:
+            r = bisect_right(pos, at) - 1
+            if r >= 0:
+                out.append((sym, prices[c[r]]))
+        return out
+
+
+class Timeline:
+    """:class:`trading.strategies.BookTimeline` over the kernel input."""
+
+    def __init__(self, inp: KernelInput, bid_mult: Decimal, ask_mult: Decimal) -> None:
+        self.n = inp.n
+        self._inp = inp
+        self._part_of = {p.symbol: i for i, p in enumerate(inp.parts)}
+        self._bid = float(bid_mult)
+        self._ask = float(ask_mult)
+        self._which = np.frombuffer(inp.which, dtype=np.uint8)
+
+    def has(self, symbol: str) -> bool:
+        return symbol in self._part_of
+
+    def latest_tops(self, symbol: str) -> tuple[Any, Any]:
+        i = self._part_of[symbol]
+        close = self._inp.parts[i].floats("c")
+        where = self._inp.pos_np[i]
+        # index of the latest row at or before each position (-1 before the first)
+        latest = np.full(self.n, -1, dtype=np.int64)
+        latest[where] = np.arange(len(where))
+        latest = np.maximum.accumulate(latest)
+        vals = np.where(latest >= 0, close[np.maximum(latest, 0)], np.nan)
+        return vals * self._bid, vals * self._ask
+
+    def is_symbol(self, symbols: Any) -> Any:
+        ids = [self._part_of[s] for s in symbols if s in self._part_of]
+        return np.isin(self._which, np.asarray(ids, dtype=np.uint8))
+
+
+def positions(where: Any) -> array[int]:
+    """An int64 NumPy array as a plain array (bisect on it is cheap)."""
+    a = array("q")
+    a.frombytes(np.ascontiguousarray(where, dtype=np.int64).tobytes())
+    return a  # the bound's highs are picked by float comparison
