@@ -8,22 +8,24 @@ store. The events of the run, merged by position in the (open time, input order)
   every symbol at its last close before it: what the per-candle loop does);
 * **executions** of orders waiting for a symbol's next open (the next candle of that symbol
   after the decision);
-* **kernel candidates**: the rows each candle strategy named from its close column, then the
-  positions each book strategy (arbitrage) named from the synthetic books' timeline, in
-  strategy order at equal positions, where the strategy's decision code runs;
-* with the risk engine on, **stop triggers**: for each open position, the next candle whose
-  range reaches its stop-loss or take-profit level (searched in the low/high columns with a
-  float margin, so a superset), where the per-candle risk step runs exactly.
+* **kernel candidates**: the rows each candle strategy named from its close column (its entry
+  rows while it does not hold the symbol, its exit rows while it does), then the positions each
+  book strategy (arbitrage) named from the synthetic books' timeline, in strategy order at
+  equal positions, where the strategy's decision code runs;
+* with the risk engine on, **stop triggers**: for each long position that can exit, the next
+  candle whose range reaches its stop-loss or take-profit level (searched in the low/high
+  columns with a float margin, so a superset), where the per-candle risk step runs exactly.
 
 Every other candle changes nothing the per-candle loop would have used: no order waits for it,
 no sample falls before it, and the strategies and the risk engine said in advance that they
 cannot act on it. What such a candle *does* change is the portfolio's mark, hence possibly its
 high-water mark (the drawdown limit reads it): before each event the marks are brought up to
 date (:meth:`_Run.sync`), and the candles skipped since the last event are marked one by one,
-through :meth:`Portfolio.mark` itself, unless an upper bound of the equity over them (each
-symbol at its highest close there, :meth:`Portfolio.equity_bound`) stays below the high-water
-mark, in which case none of them could have moved it. The per-candle and kernel loops give
-byte-identical trade logs, equity curves and rejections (``tests/test_backtest_kernels.py``);
+through the per-candle risk step (stop probes included), unless an upper bound of the equity
+over them (each symbol at its highest high there, :meth:`Portfolio.equity_bound`) stays below
+the high-water mark, in which case none of them could have moved it. The per-candle and kernel
+loops give byte-identical trade logs, equity curves and rejections
+(``tests/test_backtest_kernels.py``);
 ``Portfolio.max_drawdown`` (a paper-mode figure; backtest reports measure drawdown on the
 equity samples) is the one thing not tracked across skipped candles.
 Candles and books are built only at events, from the columns.
