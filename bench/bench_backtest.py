@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 from backtest.cli import add_arguments, merged_candles, prepare, run_prepared  # noqa: E402
 from config import load_settings  # noqa: E402
 from protocol.messages import CandleEvent  # noqa: E402
+from tests.backtesting_reference import long_sma_cross  # noqa: E402
 
 
 def _rss_mb() -> float:
@@ -70,35 +71,9 @@ def _rate(n: int, times: list[float]) -> str:
 def _backtesting_run(candles: Sequence[CandleEvent]) -> Callable[[], Any] | None:
     """A ``Backtest.run`` of the package's SMA-cross example made long only, or None."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import pandas as pd
-            from backtesting import Backtest, Strategy
-            from backtesting.lib import crossover
-            from backtesting.test import SMA
+        bt = long_sma_cross(candles)
     except ImportError:
         return None
-
-    class LongSmaCross(Strategy):  # type: ignore[misc]
-        def init(self) -> None:
-            self.sma1 = self.I(SMA, self.data.Close, 10)
-            self.sma2 = self.I(SMA, self.data.Close, 30)
-
-        def next(self) -> None:
-            if crossover(self.sma1, self.sma2) and not self.position:
-                self.buy()
-            elif crossover(self.sma2, self.sma1) and self.position:
-                self.position.close()
-
-    frame = pd.DataFrame(
-        {k: [float(getattr(c, a)) for c in candles]
-         for k, a in (("Open", "open"), ("High", "high"), ("Low", "low"), ("Close", "close"),
-                      ("Volume", "volume"))},
-        index=pd.to_datetime([c.ts_event_ns for c in candles], unit="ns"),
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        bt = Backtest(frame, LongSmaCross, cash=1e12, commission=0.0)
 
     def run() -> Any:
         with warnings.catch_warnings():

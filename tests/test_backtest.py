@@ -21,6 +21,7 @@ from backtest.cli import add_arguments, prepare, run_backtest, run_prepared
 from config import load_settings
 from protocol.candles import parse_candles
 from protocol.messages import CandleEvent
+from tests.backtesting_reference import long_sma_cross
 from tests.conftest import FIXTURES, SHARED
 
 SLICES = FIXTURES / "candles"
@@ -110,31 +111,10 @@ def test_sma_cross_matches_exact_reference_on_shared_files(path: Path) -> None:
 def _backtesting_trades(candles: list[CandleEvent]) -> tuple[list[Trade], set[int]]:
     """Trades of the backtesting package's SMA-cross example made long only, and the bars
     where its float SMA comparison disagrees with the exact one."""
-    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pandas")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from backtesting import Backtest, Strategy
-        from backtesting.lib import crossover
-        from backtesting.test import SMA
-
-        class LongSmaCross(Strategy):  # type: ignore[misc]
-            def init(self) -> None:
-                self.sma1 = self.I(SMA, self.data.Close, 10)
-                self.sma2 = self.I(SMA, self.data.Close, 30)
-
-            def next(self) -> None:
-                if crossover(self.sma1, self.sma2) and not self.position:
-                    self.buy()
-                elif crossover(self.sma2, self.sma1) and self.position:
-                    self.position.close()
-
-        frame = pd.DataFrame(
-            {"Open": [float(c.open) for c in candles], "High": [float(c.high) for c in candles],
-             "Low": [float(c.low) for c in candles], "Close": [float(c.close) for c in candles],
-             "Volume": [float(c.volume) for c in candles]},
-            index=pd.to_datetime([c.ts_event_ns for c in candles], unit="ns"),
-        )
-        stats = Backtest(frame, LongSmaCross, cash=1e12, commission=0.0).run()
+        stats = long_sma_cross(candles).run()
     t = stats._trades
     trades = [(int(e), int(x), candles[int(e)].open, candles[int(x)].open)
               for e, x in zip(t["EntryBar"], t["ExitBar"], strict=True)]

@@ -30,11 +30,17 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
 
 from protocol.messages import BookEvent, Signal
 
-__all__ = ["BookKernel", "BookTimeline", "CandleKernel", "History", "TickColumn"]
+if TYPE_CHECKING:
+    from ._base import PositionKeeper
+
+__all__ = ["BookKernel", "BookTimeline", "CandleKernel", "History", "LongOnlyGate", "TickColumn",
+           "positive_samples", "sample_rows"]
 
 TickColumn = Any  # numpy.ndarray of int64 ticks (NumPy has no precise static type here)
 
@@ -110,3 +116,32 @@ class BookKernel(Protocol):
     def candidates(self, timeline: BookTimeline) -> TickColumn: ...
 
     def act(self, symbol: str, books: Mapping[str, BookEvent]) -> Sequence[Signal]: ...
+
+
+class LongOnlyGate:
+    """``CandleKernel.holds`` for a long-only strategy: it holds a symbol while its keeper is
+    long there (entries apply otherwise, exits then)."""
+
+    def __init__(self, keeper: PositionKeeper) -> None:
+        self._keeper = keeper
+
+    def holds(self, symbol: str) -> bool:
+        return self._keeper.is_long(symbol)
+
+
+def positive_samples(ticks: TickColumn) -> tuple[TickColumn, TickColumn | None]:
+    """The ticks a strategy samples (close > 0: ``on_market`` skips the others) and their rows
+    (None: every row)."""
+    keep = ticks > 0
+    if keep.all():
+        return ticks, None
+    rows = np.flatnonzero(keep)
+    return ticks[rows], rows
+
+
+def sample_rows(entries: TickColumn, exits: TickColumn, rows: TickColumn | None
+                ) -> tuple[TickColumn, TickColumn]:
+    """Sample indices as rows (``rows`` from :func:`positive_samples`)."""
+    if rows is None:
+        return entries, exits
+    return rows[entries], rows[exits]

@@ -35,7 +35,7 @@ from protocol.instruments import PairInfo
 from protocol.messages import Fill, MarketEvent, Side, Signal
 
 from ._base import NO_SIGNALS, PositionKeeper, PriceFilter, QuoteValuer, resolve_symbols, size_order
-from ._kernel import CandleKernel, History, TickColumn
+from ._kernel import CandleKernel, History, LongOnlyGate, TickColumn, positive_samples, sample_rows
 
 __all__ = ["MeanReversion", "MeanReversionConfig"]
 
@@ -256,7 +256,7 @@ class MeanReversion:
         self._keeper.on_order_closed(client_order_id, filled_qty)
 
 
-class _MeanReversionKernel:
+class _MeanReversionKernel(LongOnlyGate):
     """mean_reversion over a whole close column: the rows where either band rule holds.
 
     A sample is a row with a positive close (``on_market`` skips the others); with every
@@ -273,6 +273,7 @@ class _MeanReversionKernel:
     _BLOCK = 1 << 20  # window elements per NumPy block (bounds the memory of the deviations)
 
     def __init__(self, strategy: MeanReversion) -> None:
+        super().__init__(strategy._keeper)
         self._s = strategy
         # symbol -> the rows of its samples, when some close is not positive (None: every row)
         self._rows: dict[str, list[int] | None] = {}
@@ -286,7 +287,7 @@ class _MeanReversionKernel:
                    ) -> tuple[TickColumn, TickColumn]:
         s = self._s
         n = s.config.window
-        seq, rows = _positive_samples(ticks)
+        seq, rows = positive_samples(ticks)
         self._rows[symbol] = None if rows is None else rows.tolist()
         self._ticks[symbol] = (seq.tolist(), scale)
         self._floor[symbol] = -scale
@@ -315,12 +316,7 @@ class _MeanReversionKernel:
         self._dev[symbol] = ([x for q in q1s for x in q], [x for q in q2s for x in q])
         entries = np.flatnonzero(np.concatenate(ins)) + (n - 1)
         exits = np.flatnonzero(np.concatenate(outs)) + (n - 1)
-        if rows is None:
-            return entries, exits
-        return rows[entries], rows[exits]
-
-    def holds(self, symbol: str) -> bool:
-        return self._s._keeper.is_long(symbol)
+        return sample_rows(entries, exits, rows)
 
     def act(self, symbol: str, row: int, close: Decimal, history: History) -> Sequence[Signal]:
         s = self._s
@@ -384,12 +380,3 @@ class _RebuiltSums:
         s1 = sum(window) // unit
         s2 = sum(t * t for t in window) // (unit * unit)
         return (Decimal(s1).scaleb(exp, _EXACT), Decimal(s2).scaleb(2 * exp, _EXACT))
-
-
-def _positive_samples(ticks: TickColumn) -> tuple[TickColumn, TickColumn | None]:
-    """The ticks ``on_market`` samples (close > 0) and their rows (None: every row)."""
-    keep = ticks > 0
-    if keep.all():
-        return ticks, None
-    rows = np.flatnonzero(keep)
-    return ticks[rows], rows

@@ -25,7 +25,7 @@ from protocol.instruments import PairInfo
 from protocol.messages import Fill, MarketEvent, Side, Signal
 
 from ._base import NO_SIGNALS, PositionKeeper, PriceFilter, QuoteValuer, resolve_symbols, size_order
-from ._kernel import CandleKernel, History, TickColumn
+from ._kernel import CandleKernel, History, LongOnlyGate, TickColumn, positive_samples, sample_rows
 
 __all__ = ["Momentum", "MomentumConfig"]
 
@@ -181,7 +181,7 @@ class Momentum:
         self._keeper.on_order_closed(client_order_id, filled_qty)
 
 
-class _MomentumKernel:
+class _MomentumKernel(LongOnlyGate):
     """momentum over a whole close column: the rows where either threshold is crossed.
 
     A sample is a row with a positive close (``on_market`` skips the others), so the lag of
@@ -192,6 +192,7 @@ class _MomentumKernel:
     """
 
     def __init__(self, strategy: Momentum) -> None:
+        super().__init__(strategy._keeper)
         self._s = strategy
         # symbol -> the rows of its samples, when some close is not positive (None: every row)
         self._rows: dict[str, list[int] | None] = {}
@@ -200,7 +201,7 @@ class _MomentumKernel:
                    ) -> tuple[TickColumn, TickColumn]:
         s = self._s
         lookback = s.config.lookback
-        seq, rows = _positive_samples(ticks)
+        seq, rows = positive_samples(ticks)
         self._rows[symbol] = None if rows is None else rows.tolist()
         if symbol not in s._hist or len(seq) <= lookback:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
@@ -211,12 +212,7 @@ class _MomentumKernel:
             price, lag = price.astype(object), lag.astype(object)
         entries = np.flatnonzero(price * b > lag * a) + lookback
         exits = np.flatnonzero(price * d < lag * c) + lookback
-        if rows is None:
-            return entries, exits
-        return rows[entries], rows[exits]
-
-    def holds(self, symbol: str) -> bool:
-        return self._s._keeper.is_long(symbol)
+        return sample_rows(entries, exits, rows)
 
     def act(self, symbol: str, row: int, close: Decimal, history: History) -> Sequence[Signal]:
         s = self._s
@@ -225,12 +221,3 @@ class _MomentumKernel:
         at = row - lookback if rows is None else rows[bisect_left(rows, row) - lookback]
         lag = history.closes(symbol, at, at + 1)[0]
         return s._decide(symbol, close, lag, history.ts_recv, history.latest_closes)
-
-
-def _positive_samples(ticks: TickColumn) -> tuple[TickColumn, TickColumn | None]:
-    """The ticks ``on_market`` samples (close > 0) and their rows (None: every row)."""
-    keep = ticks > 0
-    if keep.all():
-        return ticks, None
-    rows = np.flatnonzero(keep)
-    return ticks[rows], rows

@@ -34,7 +34,7 @@ from protocol.instruments import PairInfo
 from protocol.messages import CandleEvent, Fill, MarketEvent, Side, Signal
 
 from ._base import NO_SIGNALS, PositionKeeper, PriceFilter, QuoteValuer, resolve_symbols, size_order
-from ._kernel import CandleKernel, History, TickColumn
+from ._kernel import CandleKernel, History, LongOnlyGate, TickColumn
 
 __all__ = ["SmaCross", "SmaCrossConfig"]
 
@@ -214,7 +214,7 @@ class SmaCross:
         self._keeper.on_order_closed(client_order_id, filled_qty)
 
 
-class _SmaKernel:
+class _SmaKernel(LongOnlyGate):
     """sma_cross over a whole close column: the crosses, found with exact integer sums.
 
     The sign of ``fsum * left - ssum * right`` (``on_market``'s comparison) is computed for
@@ -224,6 +224,7 @@ class _SmaKernel:
     """
 
     def __init__(self, strategy: SmaCross) -> None:
+        super().__init__(strategy._keeper)
         self._s = strategy
         self._up: dict[str, frozenset[int]] = {}
 
@@ -249,9 +250,6 @@ class _SmaKernel:
         down = np.flatnonzero((prev == 1) & (cur == -1)) + slow
         self._up[symbol] = frozenset(up.tolist())
         return up, down
-
-    def holds(self, symbol: str) -> bool:
-        return self._s._keeper.is_long(symbol)
 
     def act(self, symbol: str, row: int, close: Decimal, history: History) -> Sequence[Signal]:
         s = self._s
