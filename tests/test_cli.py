@@ -149,7 +149,11 @@ def test_signal_during_startup_stops_cleanly(tmp_path: pathlib.Path) -> None:
                "KRAKEN_WS_URL": "ws://127.0.0.1:9/v2", "KRAKEN_REST_URL": f"http://127.0.0.1:{port}"}
         with subprocess.Popen([sys.executable, "main.py", "--metrics-addr", "127.0.0.1:0"],
                               cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True) as proc:
-            time.sleep(1.5)  # inside the 5 s metadata wait (interpreter start-up included)
+            # The app's connection to the silent peer proves it is inside the metadata wait,
+            # with its signal handlers installed (they come first); a fixed sleep raced a slow
+            # interpreter start-up on a loaded CI machine.
+            silent.settimeout(60)
+            peer, _ = silent.accept()
             proc.send_signal(signal.SIGTERM)
             try:
                 code = proc.wait(timeout=5)
@@ -157,5 +161,6 @@ def test_signal_during_startup_stops_cleanly(tmp_path: pathlib.Path) -> None:
                 proc.kill()
             assert proc.stderr is not None
             err = proc.stderr.read()
+            peer.close()
     assert code == 0, err
     assert "Traceback" not in err
