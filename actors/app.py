@@ -87,6 +87,8 @@ log = logging.getLogger(__name__)
 ORDER_STATUSES = ("accepted", "filled", "rejected", "cancelled")
 #: Recorder batches stay small on purpose: on SQLite a batch holds the single write lock, and a
 #: write-ahead (on the tick-to-order path) waits behind it; 100 events is ~1-2 ms of writing.
+#: A batch the flush interval cut short (light load) is written on the event loop where the
+#: store allows it (Recorder ``inline_max``); a full one (a burst) goes to the worker thread.
 RECORDER_BATCH = 100
 #: Breaker thresholds for storms (DESIGN.md: checksum storms and repeated rejects halt trading).
 CHECKSUM_STORM_COUNT, CHECKSUM_STORM_WINDOW = 10, 60.0
@@ -318,6 +320,7 @@ class Application:
 
         recorder = self._recorder_now = Recorder(
             self.store, receive, batch_size=RECORDER_BATCH,
+            inline_max=RECORDER_BATCH - 1,
             on_backlog_full=lambda why: self.breaker.trip("recorder_backlog", latch=True),
             on_write_error=self._on_db_error,
             on_write_recovered=self._on_db_recovered,

@@ -96,6 +96,7 @@ class RecorderStatistics:
     failed_writes: int  # write attempts that raised
     backlog_full_episodes: int
     db_available: bool  # False between a failed write and the next successful one
+    inline_batches: int = 0  # of ``batches``, written on the event loop (``inline_max``)
 
 
 class Recorder:
@@ -123,6 +124,13 @@ class Recorder:
             for it, events wait in the channel and are taken in bursts this often (seconds):
             the longest a producer can wait on a full channel while the backlog still has
             room, and about the most a batch's write starts late.
+        inline_max: batches of at most this many events are first offered to the store's
+            ``try_write_batch_now`` on the event loop (default 0: never). A SQLite store that
+            does not sync its commits writes a small batch in well under a millisecond, and
+            on the loop it skips the worker thread's GIL hand-overs, which stall the loop for
+            up to the switch interval while an order's write-ahead waits for the same lock
+            (``bench/bench_tick_to_order.py``). The store declines when the write would wait
+            for anything; the batch then goes to the worker thread as usual.
         timer: real-time clock for the write-latency measurement only.
     """
 
@@ -144,6 +152,7 @@ class Recorder:
         shutdown_timeout: float = 5.0,
         in_thread: bool = True,
         drain_interval: float = 0.002,
+        inline_max: int = 0,
         timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         if batch_size < 1 or max_backlog < batch_size:
@@ -163,6 +172,10 @@ class Recorder:
         self._shutdown_timeout = shutdown_timeout
         self._in_thread = in_thread
         self._timer = timer
+        self._write_now: Callable[[Sequence[Recordable]], bool] | None = (
+            getattr(store, "try_write_batch_now", None) if inline_max > 0 else None)
+        self._inline_max = inline_max
+        self._inline_batches = 0
 
         # memory channels have receive_nowait; other ReceiveChannels (a network stream later)
         # only the awaited receive
@@ -194,6 +207,7 @@ class Recorder:
             failed_writes=self._failed,
             backlog_full_episodes=self._full_episodes,
             db_available=self._failing_since is None,
+            inline_batches=self._inline_batches,
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -387,7 +401,10 @@ class Recorder:
         started = self._timer()
         started_at = trio.current_time()
         try:
-            if self._in_thread:
+            if self._in_thread and self._write_now is not None and len(
+                    batch) <= self._inline_max and self._write_now(batch):
+                self._inline_batches += 1
+            elif self._in_thread:
                 self._writing = trio.Event()
                 try:
                     await trio.to_thread.run_sync(self._store.write_batch, batch)

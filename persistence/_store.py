@@ -22,6 +22,7 @@ import datetime as dt
 import json
 import logging
 import re
+import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -52,7 +53,7 @@ from protocol.messages import (
 )
 
 from ._bulk import BulkSql
-from ._engine import SQLiteSynchronous, make_engine, upgrade_to_head
+from ._engine import BUSY_TIMEOUT_S, SQLiteSynchronous, make_engine, upgrade_to_head
 from ._errors import translate
 from ._ledger import ZERO
 from ._models import (
@@ -79,6 +80,13 @@ from ._reports import StoreReports
 from ._writeahead import SQLiteWriteAhead, open_write_ahead
 
 log = logging.getLogger("persistence")
+
+#: PRAGMA synchronous levels whose WAL commits do not wait for the disk: OFF, NORMAL.
+_NO_SYNC_LEVELS = (0, 1)
+
+
+class _WouldWait(Exception):
+    """A ``try_write_batch_now`` transaction would have had to wait for a lock."""
 
 _ORDERS: Table = Order.__table__  # type: ignore[assignment]
 _FILLS: Table = FillRow.__table__  # type: ignore[assignment]
@@ -170,6 +178,7 @@ class Store(StoreRecovery, StoreReports):
             threading.RLock() if self._engine.dialect.name == "sqlite"
             else contextlib.nullcontext())
         self.current_run_id: str | None = None
+        self._inline_ok: bool | None = None  # writes_without_waiting, read once
         if upgrade:
             upgrade_to_head(self._engine)
 
@@ -195,6 +204,53 @@ class Store(StoreRecovery, StoreReports):
                 yield conn
         except SQLAlchemyError as exc:
             raise translate(exc, operation) from exc
+
+    @property
+    def writes_without_waiting(self) -> bool:
+        """True when a commit here never waits for the disk: a SQLite file whose
+        ``synchronous`` is OFF or NORMAL (paper mode). Only then may a write run on the event
+        loop (``try_write_batch_now``); every other commit belongs in a worker thread."""
+        if self._inline_ok is None:
+            url = self._engine.url
+            ok = (url.get_backend_name() == "sqlite"
+                  and url.database not in (None, "", ":memory:"))
+            if ok:
+                with self._engine.connect() as conn:
+                    level = conn.exec_driver_sql("PRAGMA synchronous").scalar()
+                ok = level in _NO_SYNC_LEVELS
+            self._inline_ok = ok
+        return self._inline_ok
+
+    @contextlib.contextmanager
+    def _tx_now(self, operation: str) -> Iterator[Connection]:
+        """A write transaction that waits for nothing: raises ``_WouldWait`` (nothing written)
+        when this store's write lock is held or another connection holds SQLite's."""
+        lock: Any = self._write_lock
+        if not lock.acquire(blocking=False):
+            raise _WouldWait
+        try:
+            with self._engine.connect() as conn:
+                # SQLite's busy handler would sleep (up to BUSY_TIMEOUT_S) on a lock another
+                # connection holds: answer at once instead, for this transaction only (on the
+                # driver's connection: through SQLAlchemy the PRAGMA would open a transaction)
+                raw: Any = conn.connection.driver_connection
+                raw.execute("PRAGMA busy_timeout=0")
+                try:
+                    with conn.begin():
+                        yield conn
+                finally:
+                    try:
+                        raw.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+                    except sqlite3.Error:
+                        conn.invalidate()  # never pool a connection left without its timeout
+        except SQLAlchemyError as exc:
+            orig = getattr(exc, "orig", None)
+            code = getattr(orig, "sqlite_errorcode", None)
+            if code is not None and code & 0xFF == sqlite3.SQLITE_BUSY:
+                raise _WouldWait from exc
+            raise translate(exc, operation) from exc
+        finally:
+            lock.release()
 
     def _insert(self, conn: Connection, table: Table) -> Any:
         # dialect-specific INSERT so ON CONFLICT is available on both backends
@@ -354,6 +410,33 @@ class Store(StoreRecovery, StoreReports):
             StoreUnavailable: the database is unreachable; nothing was committed.
             StoreError: any other database failure; nothing was committed.
         """
+        self._write_batch(events, run_id, self._tx)
+
+    def try_write_batch_now(self, events: Sequence[Recordable], *,
+                            run_id: str | None = None) -> bool:
+        """``write_batch`` on the calling thread, but only if nothing must be waited for.
+
+        For the recorder's small batches in paper mode: written on the event loop they skip
+        the worker thread's GIL hand-overs, which stall the loop (and the order write-ahead
+        waiting for the same SQLite lock) for milliseconds. Returns False, with nothing
+        written, when ``writes_without_waiting`` is False, this store's write lock is held or
+        another connection is writing; the caller then uses ``write_batch`` in a thread.
+
+        Raises:
+            StoreUnavailable, StoreError: as ``write_batch``; nothing was committed.
+        """
+        if not events:
+            return True
+        if not self.writes_without_waiting:
+            return False
+        try:
+            self._write_batch(events, run_id, self._tx_now)
+        except _WouldWait:
+            return False
+        return True
+
+    def _write_batch(self, events: Sequence[Recordable], run_id: str | None,
+                     tx: Callable[[str], contextlib.AbstractContextManager[Connection]]) -> None:
         if not events:
             return
         run = run_id or self.current_run_id
@@ -422,7 +505,7 @@ class Store(StoreRecovery, StoreReports):
                 balances.update(ev.balances)
             else:
                 raise TypeError(f"the store cannot record {type(ev).__name__}")
-        with self._tx("write_batch") as conn:
+        with tx("write_batch") as conn:
             if new_orders:
                 self._insert_orders(conn, new_orders, run)
             if status_events:
