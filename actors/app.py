@@ -85,10 +85,8 @@ from .wiring import (
 log = logging.getLogger(__name__)
 
 ORDER_STATUSES = ("accepted", "filled", "rejected", "cancelled")
-#: Recorder batches stay small on purpose: on SQLite a batch holds the single write lock, and a
-#: write-ahead (on the tick-to-order path) waits behind it; 100 events is ~1-2 ms of writing.
-#: A batch the flush interval cut short (light load) is written on the event loop where the
-#: store allows it (Recorder ``inline_max``); a full one (a burst) goes to the worker thread.
+#: Small batches (~1-2 ms): on SQLite a batch holds the lock a write-ahead waits for. One cut
+#: short by the flush interval is written on the event loop if it can be (``inline_max``).
 RECORDER_BATCH = 100
 #: Breaker thresholds for storms (DESIGN.md: checksum storms and repeated rejects halt trading).
 CHECKSUM_STORM_COUNT, CHECKSUM_STORM_WINDOW = 10, 60.0
@@ -319,8 +317,7 @@ class Application:
             metrics.db_write("batch", seconds, recorder.statistics().backlog)
 
         recorder = self._recorder_now = Recorder(
-            self.store, receive, batch_size=RECORDER_BATCH,
-            inline_max=RECORDER_BATCH - 1,
+            self.store, receive, batch_size=RECORDER_BATCH, inline_max=RECORDER_BATCH - 1,
             on_backlog_full=lambda why: self.breaker.trip("recorder_backlog", latch=True),
             on_write_error=self._on_db_error,
             on_write_recovered=self._on_db_recovered,

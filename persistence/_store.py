@@ -22,7 +22,6 @@ import datetime as dt
 import json
 import logging
 import re
-import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -53,7 +52,7 @@ from protocol.messages import (
 )
 
 from ._bulk import BulkSql
-from ._engine import BUSY_TIMEOUT_S, SQLiteSynchronous, make_engine, upgrade_to_head
+from ._engine import SQLiteSynchronous, make_engine, upgrade_to_head
 from ._errors import translate
 from ._ledger import ZERO
 from ._models import (
@@ -77,16 +76,15 @@ from ._records import (
 from ._recovery import DEFAULT_BREAKER as DEFAULT_BREAKER
 from ._recovery import TERMINAL_STATUSES, StoreRecovery
 from ._reports import StoreReports
-from ._writeahead import SQLiteWriteAhead, open_write_ahead
+from ._writeahead import (
+    SQLiteWriteAhead,
+    WouldWait,
+    commits_without_waiting,
+    open_write_ahead,
+    transaction_now,
+)
 
 log = logging.getLogger("persistence")
-
-#: PRAGMA synchronous levels whose WAL commits do not wait for the disk: OFF, NORMAL.
-_NO_SYNC_LEVELS = (0, 1)
-
-
-class _WouldWait(Exception):
-    """A ``try_write_batch_now`` transaction would have had to wait for a lock."""
 
 _ORDERS: Table = Order.__table__  # type: ignore[assignment]
 _FILLS: Table = FillRow.__table__  # type: ignore[assignment]
@@ -207,50 +205,14 @@ class Store(StoreRecovery, StoreReports):
 
     @property
     def writes_without_waiting(self) -> bool:
-        """True when a commit here never waits for the disk: a SQLite file whose
-        ``synchronous`` is OFF or NORMAL (paper mode). Only then may a write run on the event
-        loop (``try_write_batch_now``); every other commit belongs in a worker thread."""
+        """True when a commit here never waits for the disk (a SQLite file with
+        ``synchronous`` OFF or NORMAL): only then may a write run on the event loop."""
         if self._inline_ok is None:
-            url = self._engine.url
-            ok = (url.get_backend_name() == "sqlite"
-                  and url.database not in (None, "", ":memory:"))
-            if ok:
-                with self._engine.connect() as conn:
-                    level = conn.exec_driver_sql("PRAGMA synchronous").scalar()
-                ok = level in _NO_SYNC_LEVELS
-            self._inline_ok = ok
+            self._inline_ok = commits_without_waiting(self._engine)
         return self._inline_ok
 
-    @contextlib.contextmanager
-    def _tx_now(self, operation: str) -> Iterator[Connection]:
-        """A write transaction that waits for nothing: raises ``_WouldWait`` (nothing written)
-        when this store's write lock is held or another connection holds SQLite's."""
-        lock: Any = self._write_lock
-        if not lock.acquire(blocking=False):
-            raise _WouldWait
-        try:
-            with self._engine.connect() as conn:
-                # SQLite's busy handler would sleep (up to BUSY_TIMEOUT_S) on a lock another
-                # connection holds: answer at once instead, for this transaction only (on the
-                # driver's connection: through SQLAlchemy the PRAGMA would open a transaction)
-                raw: Any = conn.connection.driver_connection
-                raw.execute("PRAGMA busy_timeout=0")
-                try:
-                    with conn.begin():
-                        yield conn
-                finally:
-                    try:
-                        raw.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
-                    except sqlite3.Error:
-                        conn.invalidate()  # never pool a connection left without its timeout
-        except SQLAlchemyError as exc:
-            orig = getattr(exc, "orig", None)
-            code = getattr(orig, "sqlite_errorcode", None)
-            if code is not None and code & 0xFF == sqlite3.SQLITE_BUSY:
-                raise _WouldWait from exc
-            raise translate(exc, operation) from exc
-        finally:
-            lock.release()
+    def _tx_now(self, operation: str) -> contextlib.AbstractContextManager[Connection]:
+        return transaction_now(self._engine, self._write_lock, operation)
 
     def _insert(self, conn: Connection, table: Table) -> Any:
         # dialect-specific INSERT so ON CONFLICT is available on both backends
@@ -431,7 +393,7 @@ class Store(StoreRecovery, StoreReports):
             return False
         try:
             self._write_batch(events, run_id, self._tx_now)
-        except _WouldWait:
+        except WouldWait:
             return False
         return True
 

@@ -23,6 +23,10 @@ setting makes any commit) before ``try_now`` returns True; the same statements a
 for a new order) keep it idempotent, and False means the id was already stored. Errors come
 out as ``StoreError``/``StoreUnavailable`` like the store's own.
 
+``transaction_now`` is the same idea for the recorder's small batches
+(``Store.try_write_batch_now``): a transaction through the engine's own connections that takes
+the store's lock and SQLite's without waiting, or writes nothing.
+
 The connection follows the engine's life: ``Engine.dispose()`` (which the store's owner calls
 when the database went away, e.g. a renamed directory) drops it, and so does any error, so a
 vanished file is noticed at the next order instead of being written through an old handle.
@@ -30,15 +34,19 @@ vanished file is noticed at the next order instead of being written through an o
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event
+from sqlalchemy import Engine, event
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection
 
 from protocol.messages import OrderRequest, OrderStatus
 
+from ._engine import BUSY_TIMEOUT_S
 from ._errors import StoreError, translate
 from ._ledger import ZERO
 
@@ -75,9 +83,7 @@ class SQLiteWriteAhead:
         self._conn: sqlite3.Connection | None = None
         self._stale = False  # set (from any thread) by Engine.dispose(): reopen before use
         self._guard = threading.Lock()  # connection open/close
-        with store.engine.connect() as conn:
-            level = conn.exec_driver_sql("PRAGMA synchronous").scalar()
-        self.synchronous = int(level if level is not None else 2)
+        self.synchronous = synchronous_level(store.engine)
         self.inline = self.synchronous in _INLINE_SYNCHRONOUS
         self.written = 0  # orders committed here
         self.declined = 0  # calls answered None (lock or database busy)
@@ -191,6 +197,58 @@ def _translate(exc: sqlite3.Error) -> StoreError:
     # SQLAlchemy wrapper's text, "(sqlite3.OperationalError) unable to open ...")
     wrapped = sa_exc.DBAPIError.instance(None, None, exc, sqlite3.Error)
     return translate(wrapped, _OPERATION)
+
+
+def synchronous_level(engine: Engine) -> int:
+    """``PRAGMA synchronous`` of the engine's SQLite connections (2, FULL, if unreadable)."""
+    with engine.connect() as conn:
+        level = conn.exec_driver_sql("PRAGMA synchronous").scalar()
+    return int(level if level is not None else 2)
+
+
+def commits_without_waiting(engine: Engine) -> bool:
+    """True for a SQLite file whose commits do not wait for the disk (OFF or NORMAL)."""
+    url = engine.url
+    return (url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
+            and synchronous_level(engine) in _INLINE_SYNCHRONOUS)
+
+
+class WouldWait(Exception):
+    """A ``transaction_now`` would have had to wait for a lock: nothing was written."""
+
+
+@contextlib.contextmanager
+def transaction_now(engine: Engine, lock: Any, operation: str) -> Iterator[Connection]:
+    """A write transaction on the calling thread that waits for nothing.
+
+    Raises ``WouldWait`` (nothing written) when ``lock`` (the store's write lock) is held or
+    another connection holds SQLite's write lock; other failures come out translated, as the
+    store's own (``StoreUnavailable``/``StoreError``).
+    """
+    if not lock.acquire(blocking=False):
+        raise WouldWait
+    try:
+        with engine.connect() as conn:
+            # SQLite's busy handler would sleep (up to BUSY_TIMEOUT_S) on a lock another
+            # connection holds: answer at once instead, for this transaction only (on the
+            # driver's connection: through SQLAlchemy the PRAGMA would open a transaction)
+            raw: Any = conn.connection.driver_connection
+            raw.execute("PRAGMA busy_timeout=0")
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                try:
+                    raw.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+                except sqlite3.Error:
+                    conn.invalidate()  # never pool a connection left without its timeout
+    except sa_exc.SQLAlchemyError as exc:
+        code = getattr(getattr(exc, "orig", None), "sqlite_errorcode", None)
+        if code is not None and code & 0xFF == sqlite3.SQLITE_BUSY:
+            raise WouldWait from exc
+        raise translate(exc, operation) from exc
+    finally:
+        lock.release()
 
 
 def open_write_ahead(store: Store) -> SQLiteWriteAhead | None:
