@@ -189,6 +189,9 @@ SETTINGS: tuple[Option, ...] = (
     _opt("stale_after", _positive_float, 10.0, "seconds without a message before a feed is dead"),
     _opt("db", _url("sqlite", "postgresql", "postgresql+psycopg"), "sqlite:///trading.db",
          "database URL (SQLite file or postgresql+psycopg://...)", env="TRADING_DB_URL"),
+    _opt("spill_dir", str, "", "where events a stop could not commit to the database are kept "
+         "until the next start commits them (default: beside a SQLite file, else the working "
+         "directory)", env="TRADING_SPILL_DIR"),
     _opt("metrics_addr", _host_port, "127.0.0.1:9108", "where /metrics and /healthz listen"),
     _opt("replay", str, "", "replay recorded frames or candle CSVs instead of the live feed"),
     _opt("speed", _non_negative_float, 1.0, "replay speed factor (0 = as fast as possible)"),
@@ -231,6 +234,7 @@ class Settings:
     book_depth: int
     stale_after: float
     db: str
+    spill_dir: str
     metrics_addr: str
     replay: str
     speed: float

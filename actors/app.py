@@ -65,6 +65,7 @@ from .journal import (
     persist_stranded,
     probe_write,
     restore,
+    spill,
 )
 from .monitor import MetricsBridge, MonitorActor, feed_ages
 from .recorder import Recorder
@@ -321,6 +322,7 @@ class Application:
             on_backlog_full=lambda why: self.breaker.trip("recorder_backlog", latch=True),
             on_write_error=self._on_db_error,
             on_write_recovered=self._on_db_recovered,
+            on_unwritten=functools.partial(spill, self.store),
             observe_write=observe_write,
             observe_backlog=metrics.db_write_backlog.set,
         )
@@ -438,12 +440,9 @@ class Application:
                 self.breaker.trip(f"checksum_mismatches:{feed}", latch=True)
 
     def _count_order_event(self, event: OrderEvent) -> None:
-        """Repeated exchange rejects halt trading (DESIGN.md, circuit breaker).
-
-        Validation rejects (funds, minimums, precision: ``EOrder:``/``EGeneral:Invalid``) are
-        a strategy sizing its orders badly, counted per strategy in the metrics; they are not
-        an exchange in trouble and do not count towards the storm.
-        """
+        """Repeated exchange rejects halt trading (DESIGN.md, circuit breaker). Validation
+        rejects (funds, minimums, precision: ``EOrder:``/``EGeneral:Invalid``) are a strategy
+        sizing badly, counted per strategy in the metrics, not an exchange in trouble."""
         if not isinstance(event, OrderRejected) or event.reason.startswith(VALIDATION_REJECTS):
             return
         now = trio.current_time()
@@ -593,7 +592,8 @@ def build_application(settings: Settings, *, run_tag: str = "paper",
     # (bench/bench_tick_to_order.py). A power cut may lose the last paper transactions. Every
     # other mode keeps FULL.
     sync: Literal["NORMAL", "FULL"] = "NORMAL" if settings.mode == "paper" else "FULL"
-    return Application(settings, store=Store(settings.db, sqlite_synchronous=sync),
+    store = Store(settings.db, sqlite_synchronous=sync, spill_dir=settings.spill_dir or None)
+    return Application(settings, store=store,
                        run_tag=run_tag, epoch_offset=epoch_offset, pairs=pairs)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import trio
 from sqlalchemy import text
 
-from persistence import Store
+from persistence import Recordable, Store
 from protocol.instruments import PairInfo
 from protocol.messages import Fill, OrderCancelled, OrderEvent, OrderRequest, SystemEvent
 from trading import Portfolio
@@ -126,7 +126,9 @@ class Restored:
 def restore(store: Store, *, mode: str, config: Mapping[str, Any], version: str,
             cash: Mapping[str, Decimal], pairs: Mapping[str, PairInfo],
             reset_breaker: bool) -> Restored:
-    """Recover the account from the store and open this process's run."""
+    """Recover the account from the store and open this process's run (after committing
+    what an earlier stop spilled, ``Store.replay_spill``)."""
+    store.replay_spill()
     state = store.recover()
     if state.run_id is None:
         portfolio = Portfolio(dict(cash))
@@ -206,7 +208,22 @@ def persist_stranded(store: Store, stranded: Sequence[OrderEvent]) -> None:
     try:
         store.write_batch(stranded)
     except Exception as exc:
-        log.error("%d execution events (%d fills) could not be persisted at shutdown, they "
-                  "are lost: %s", len(stranded), sum(isinstance(e, Fill) for e in stranded), exc)
+        log.error("%d execution events (%d fills) could not be committed at shutdown: %s",
+                  len(stranded), sum(isinstance(e, Fill) for e in stranded), exc)
+        spill(store, stranded)
         return
     log.info("persisted %d execution events the stop cut off from the recorder", len(stranded))
+
+
+def spill(store: Store, events: Sequence[Recordable]) -> None:
+    """Keep events a stop could not commit in the store's spill file (the next start commits
+    them before recovery, ``Store.replay_spill``); only a failure to write it loses them."""
+    try:
+        path = store.spill(events)
+    except OSError as exc:
+        log.critical("%d uncommitted events (%d fills) could not be spilled either (%s), "
+                     "they are lost: %s", len(events), sum(isinstance(e, Fill) for e in events),
+                     ", ".join(map(str, store.spill_paths)), exc)
+        return
+    log.warning("%d uncommitted events spilled to %s: the next start on this database "
+                "commits them", len(events), path)

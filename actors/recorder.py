@@ -18,7 +18,7 @@ Losing nothing is the rule:
   backpressure reaches the producers, which block rather than drop.
 * On cancellation (shutdown) it drains what is already waiting in its channel and flushes the
   backlog, shielded, within ``shutdown_timeout`` seconds; anything still unwritten when that
-  deadline passes is logged as lost with its count.
+  deadline passes goes to ``on_unwritten`` (the app spills it to disk, ``persistence._spill``).
 
 A write in the worker thread is not abandoned on cancellation (``abandon_on_cancel=False``):
 the transaction finishes and its events leave the backlog before the cancellation is
@@ -87,6 +87,10 @@ def _ignore(*_args: Any) -> None:
     return None
 
 
+def _log_lost(events: list[Recordable]) -> None:
+    log.error("recorder: %d unwritten events are lost", len(events))
+
+
 @dataclass(frozen=True, slots=True)
 class RecorderStatistics:
     backlog: int
@@ -131,6 +135,9 @@ class Recorder:
             up to the switch interval while an order's write-ahead waits for the same lock
             (``bench/bench_tick_to_order.py``). The store declines when the write would wait
             for anything; the batch then goes to the worker thread as usual.
+        on_unwritten: called with the events still unwritten when the shutdown deadline
+            passes (the app spills them to disk for the next start); by default they are
+            logged as lost.
         timer: real-time clock for the write-latency measurement only.
     """
 
@@ -153,6 +160,7 @@ class Recorder:
         in_thread: bool = True,
         drain_interval: float = 0.002,
         inline_max: int = 0,
+        on_unwritten: Callable[[list[Recordable]], None] | None = None,
         timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         if batch_size < 1 or max_backlog < batch_size:
@@ -175,6 +183,7 @@ class Recorder:
         self._write_now: Callable[[Sequence[Recordable]], bool] | None = (
             getattr(store, "try_write_batch_now", None) if inline_max > 0 else None)
         self._inline_max = inline_max
+        self._on_unwritten = on_unwritten or _log_lost
         self._inline_batches = 0
 
         # memory channels have receive_nowait; other ReceiveChannels (a network stream later)
@@ -230,10 +239,11 @@ class Recorder:
                     if self._backlog:
                         log.error(
                             "recorder: shutdown deadline (%.1fs) passed with %d events "
-                            "unwritten: they are lost",
+                            "unwritten",
                             self._shutdown_timeout,
                             len(self._backlog),
                         )
+                        self._call_hook(self._on_unwritten, list(self._backlog))
                 await self._close_receive()
 
     async def _close_receive(self) -> None:

@@ -76,6 +76,7 @@ from ._records import (
 from ._recovery import DEFAULT_BREAKER as DEFAULT_BREAKER
 from ._recovery import TERMINAL_STATUSES, StoreRecovery
 from ._reports import StoreReports
+from ._spill import StoreSpill
 from ._writeahead import (
     SQLiteWriteAhead,
     WouldWait,
@@ -140,7 +141,7 @@ def _decimal(value: Any) -> Decimal:
     return value if isinstance(value, Decimal) else Decimal(str(value))
 
 
-class Store(StoreRecovery, StoreReports):
+class Store(StoreRecovery, StoreReports, StoreSpill):
     """Orders, fills, balances, equity, system events and the breaker latch, in one database.
 
     Args:
@@ -150,6 +151,7 @@ class Store(StoreRecovery, StoreReports):
         upgrade: run the Alembic migrations to head on construction (idempotent).
         sqlite_synchronous: SQLite ``PRAGMA synchronous`` (see ``persistence._engine``).
         clock: wall clock for row timestamps (aware UTC); tests inject a fixed one.
+        spill_dir: where events a stop cannot commit are kept (``persistence._spill``).
 
     Raises:
         StoreUnavailable: ``upgrade`` is set and the database cannot be reached.
@@ -163,7 +165,9 @@ class Store(StoreRecovery, StoreReports):
         upgrade: bool = True,
         sqlite_synchronous: SQLiteSynchronous = "FULL",
         clock: Callable[[], dt.datetime] = utc_now,
+        spill_dir: str | None = None,
     ) -> None:
+        self._spill_dir = spill_dir
         self._engine = engine or make_engine(url, sqlite_synchronous=sqlite_synchronous)
         self._owns_engine = engine is None
         self._clock = clock

@@ -1,0 +1,199 @@
+"""The spill file: events a stop could not commit, kept on disk until the next start writes them.
+
+Why: when the database is away as the process stops (PostgreSQL down, the SQLite directory
+unwritable), the recorder's unwritten backlog and the executor's undelivered fills would
+otherwise die with the process. They are appended here instead, one JSON line each
+(``{"type": ..., "run_id": ..., "event": {...}}``; money as exact decimal strings), flushed and
+fsynced, and the next start writes them into the store *before* recovery reads it
+(``replay_spill``), then removes the file. Replaying is safe: the store's writes are idempotent
+(fills by ``fill_id``, orders by ``client_order_id``, status changes only when they change
+something).
+
+Where: ``--spill-dir`` when set, else beside a SQLite file (``trading.db`` ->
+``trading.db.spill.jsonl``), else the working directory; the working directory is the fallback
+(``spill_paths``), and the next start looks in each place.
+
+A torn last line (the process killed while spilling) cannot be decoded: it is reported with its
+line number and skipped, the rest is replayed. Any other undecodable line stops the start with
+an error naming the file and line, and the file is kept: guessing would lose or invent money.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pathlib
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+from sqlalchemy import Engine
+from sqlalchemy.engine import URL, make_url
+
+from protocol.messages import (
+    Fill,
+    OrderAccepted,
+    OrderCancelled,
+    OrderRejected,
+    OrderRequest,
+    RiskRejection,
+    SystemEvent,
+)
+
+from ._errors import StoreError
+from ._records import BalanceSnapshot, EquitySnapshot, PositionSnapshot, Recordable
+
+log = logging.getLogger("persistence")
+
+_TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in (
+    OrderRequest, OrderAccepted, OrderRejected, OrderCancelled, Fill, SystemEvent,
+    RiskRejection, EquitySnapshot, PositionSnapshot, BalanceSnapshot)}
+
+
+class SpillError(StoreError):
+    """The spill file holds a line that cannot be decoded (not a torn last line)."""
+
+
+class _Line(msgspec.Struct):
+    type: str
+    event: msgspec.Raw
+    run_id: str | None = None
+
+
+def spill_paths(url: str | URL, spill_dir: str | None = None) -> tuple[pathlib.Path, ...]:
+    """Where the spill file of the database at ``url`` goes, first choice first.
+
+    ``spill_dir`` (``--spill-dir``) when given, else beside a SQLite file, else the working
+    directory; the working directory is the fallback when the first choice cannot be written
+    (a SQLite directory that went away takes its neighbour with it). Files outside the
+    database's own directory carry a hash of its URL in their name, so two databases never
+    replay each other's events.
+    """
+    parsed = make_url(url)
+    sqlite_file = (parsed.get_backend_name() == "sqlite"
+                   and parsed.database not in (None, "", ":memory:"))
+    if sqlite_file:
+        assert parsed.database is not None
+        db = pathlib.Path(parsed.database.removeprefix("file:").split("?", 1)[0]).absolute()
+        key = str(db)
+    else:
+        key = parsed.render_as_string(hide_password=True)
+    name = f"trading-spill-{hashlib.sha256(key.encode()).hexdigest()[:12]}.jsonl"
+    if spill_dir:
+        first = pathlib.Path(spill_dir).absolute() / name
+    elif sqlite_file:
+        first = db.with_name(db.name + ".spill.jsonl")
+    else:
+        first = pathlib.Path.cwd() / name
+    fallback = pathlib.Path.cwd() / name
+    return (first,) if fallback == first else (first, fallback)
+
+
+def write_spill(paths: Sequence[pathlib.Path], events: Sequence[Recordable],
+                run_id: str | None) -> pathlib.Path:
+    """Append ``events`` durably (fsync) to the first of ``paths`` that can be written.
+
+    Raises:
+        OSError: none of them could be written (the last error).
+    """
+    encode = msgspec.json.Encoder(decimal_format="string").encode
+    data = b"".join(encode({"type": type(e).__name__, "run_id": run_id, "event": e}) + b"\n"
+                    for e in events)
+    error: OSError | None = None
+    for path in paths:
+        try:
+            with open(path, "ab") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            error = exc
+            continue
+        return path
+    assert error is not None
+    raise error
+
+
+def read_spill(path: pathlib.Path) -> list[tuple[str | None, Recordable]]:
+    """The spilled events in order, each with the run that produced it.
+
+    Raises:
+        SpillError: a line other than a torn last one cannot be decoded.
+    """
+    raw_lines = path.read_bytes().split(b"\n")
+    last = max((i for i, line in enumerate(raw_lines) if line.strip()), default=-1)
+    out: list[tuple[str | None, Recordable]] = []
+    for i, raw in enumerate(raw_lines):
+        if not raw.strip():
+            continue
+        try:
+            line = msgspec.json.decode(raw, type=_Line)
+            cls = _TYPES[line.type]
+            event = msgspec.json.decode(line.event, type=cls)
+        except (msgspec.DecodeError, KeyError) as exc:
+            where = f"{path}:{i + 1}"
+            if i == last and not raw.endswith(b"}"):
+                log.warning("spill file %s: torn last line skipped (%s)", where, exc)
+                continue
+            raise SpillError(f"{where}: cannot decode a spilled event: {exc}",
+                             operation="replay_spill") from exc
+        out.append((line.run_id, event))
+    return out
+
+
+def runs_in_order(spilled: Sequence[tuple[str | None, Recordable]]
+                  ) -> list[tuple[str | None, list[Recordable]]]:
+    """Consecutive events of one run grouped together, order kept (one batch per group)."""
+    groups: list[tuple[str | None, list[Recordable]]] = []
+    for run_id, event in spilled:
+        if groups and groups[-1][0] == run_id:
+            groups[-1][1].append(event)
+        else:
+            groups.append((run_id, [event]))
+    return groups
+
+
+class StoreSpill:
+    """The spill half of ``Store`` (see the module docstring)."""
+
+    _engine: Engine
+    _spill_dir: str | None
+    current_run_id: str | None
+
+    def write_batch(self, events: Sequence[Recordable], *, run_id: str | None = None) -> None:
+        raise NotImplementedError  # provided by Store
+
+    @property
+    def spill_paths(self) -> tuple[pathlib.Path, ...]:
+        """Where events go that a stop cannot commit, first choice first (``_spill``)."""
+        return spill_paths(self._engine.url, self._spill_dir)
+
+    def spill(self, events: Sequence[Recordable], *, run_id: str | None = None) -> pathlib.Path:
+        """Append ``events`` (not committed) to a spill file, fsynced; returns where.
+
+        Raises:
+            OSError: no spill location could be written.
+        """
+        return write_spill(self.spill_paths, events, run_id or self.current_run_id)
+
+    def replay_spill(self) -> int:
+        """Commit what an earlier stop spilled (each event under its own run), then remove
+        the files; returns the count. Call before recovery reads the store.
+
+        Raises:
+            SpillError: a file holds an undecodable line (it is kept).
+            StoreUnavailable, StoreError: as ``write_batch`` (the file is kept).
+        """
+        total = 0
+        for path in self.spill_paths:
+            if not path.exists():
+                continue
+            spilled = read_spill(path)
+            for run_id, events in runs_in_order(spilled):
+                self.write_batch(events, run_id=run_id)
+            path.unlink()
+            log.warning("committed %d events an earlier stop had spilled to %s",
+                        len(spilled), path)
+            total += len(spilled)
+        return total
