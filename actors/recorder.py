@@ -36,43 +36,19 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, get_args
 
 import trio
 
-from persistence import (
-    BalanceSnapshot,
-    EquitySnapshot,
-    PositionSnapshot,
-    Recordable,
-)
-from protocol.messages import (
-    Fill,
-    OrderAccepted,
-    OrderCancelled,
-    OrderRejected,
-    OrderRequest,
-    RiskRejection,
-    SystemEvent,
-)
+from persistence import Recordable
 
 log = logging.getLogger(__name__)
 
 #: Seconds between the recorder's SQLite WAL checkpoints (see ``Recorder._maybe_checkpoint``).
 CHECKPOINT_INTERVAL = 30.0
 
-RECORDABLE_TYPES: tuple[type, ...] = (
-    OrderRequest,
-    OrderAccepted,
-    OrderRejected,
-    OrderCancelled,
-    Fill,
-    SystemEvent,
-    RiskRejection,
-    EquitySnapshot,
-    PositionSnapshot,
-    BalanceSnapshot,
-)
+#: The classes of ``persistence.Recordable``: what the store can hold.
+RECORDABLE_TYPES: tuple[type, ...] = get_args(Recordable)
 
 _EXACT_TYPES = frozenset(RECORDABLE_TYPES)
 

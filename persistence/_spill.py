@@ -25,30 +25,18 @@ import logging
 import os
 import pathlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL, make_url
 
-from protocol.messages import (
-    Fill,
-    OrderAccepted,
-    OrderCancelled,
-    OrderRejected,
-    OrderRequest,
-    RiskRejection,
-    SystemEvent,
-)
-
 from ._errors import StoreError
-from ._records import BalanceSnapshot, EquitySnapshot, PositionSnapshot, Recordable
+from ._records import Recordable
 
 log = logging.getLogger("persistence")
 
-_TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in (
-    OrderRequest, OrderAccepted, OrderRejected, OrderCancelled, Fill, SystemEvent,
-    RiskRejection, EquitySnapshot, PositionSnapshot, BalanceSnapshot)}
+_TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in get_args(Recordable)}
 
 
 class SpillError(StoreError):
