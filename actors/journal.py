@@ -220,7 +220,7 @@ def spill(store: Store, events: Sequence[Recordable]) -> None:
     them before recovery, ``Store.replay_spill``); only a failure to write it loses them."""
     try:
         path = store.spill(events)
-    except OSError as exc:
+    except Exception as exc:  # OSError above all; whatever it is, say what was lost
         log.critical("%d uncommitted events (%d fills) could not be spilled either (%s), "
                      "they are lost: %s", len(events), sum(isinstance(e, Fill) for e in events),
                      ", ".join(map(str, store.spill_paths)), exc)

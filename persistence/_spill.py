@@ -24,7 +24,7 @@ import hashlib
 import logging
 import os
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, get_args
 
 import msgspec
@@ -78,6 +78,13 @@ def spill_paths(url: str | URL, spill_dir: str | None = None) -> tuple[pathlib.P
     return (first,) if fallback == first else (first, fallback)
 
 
+def _plain(obj: Any) -> Any:
+    # read-only mappings (``MappingProxyType``) in an event's fields: written as a dict
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    raise NotImplementedError(f"cannot spill a {type(obj).__name__}")
+
+
 def write_spill(paths: Sequence[pathlib.Path], events: Sequence[Recordable],
                 run_id: str | None) -> pathlib.Path:
     """Append ``events`` durably (fsync) to the first of ``paths`` that can be written.
@@ -85,7 +92,7 @@ def write_spill(paths: Sequence[pathlib.Path], events: Sequence[Recordable],
     Raises:
         OSError: none of them could be written (the last error).
     """
-    encode = msgspec.json.Encoder(decimal_format="string").encode
+    encode = msgspec.json.Encoder(decimal_format="string", enc_hook=_plain).encode
     data = b"".join(encode({"type": type(e).__name__, "run_id": run_id, "event": e}) + b"\n"
                     for e in events)
     error: OSError | None = None

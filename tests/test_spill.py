@@ -14,6 +14,7 @@ import datetime as dt
 import logging
 import os
 import pathlib
+import types
 from decimal import Decimal
 
 import pytest
@@ -70,6 +71,8 @@ EVERY_KIND: list[Recordable] = [
     OrderRejected(client_order_id="c2", strategy="arb", symbol="ETH/BTC", reason="EOrder:x"),
     OrderCancelled(client_order_id="c1", reason="breaker"),
     SystemEvent(kind="breaker_trip", source="risk", detail="d", attrs={"a": "1"}),
+    SystemEvent(kind="read_only_attrs", source="app",
+                attrs=types.MappingProxyType({"b": "2"})),  # type: ignore[arg-type]
     RiskRejection(strategy="momentum", symbol="BTC/USD", reason="max_exposure", detail="x"),
     EquitySnapshot(equity=Decimal("10000.01"), realized=Decimal("-1.5"), unrealized=Decimal(0),
                    drawdown=Decimal("0.0001"), high_water=Decimal("10001"), ts=T),
