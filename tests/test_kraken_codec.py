@@ -32,7 +32,7 @@ from protocol.kraken._codec import (
     loads,
     parse_rfc3339_ns,
 )
-from protocol.kraken._codec_v1 import V1Decoder, parse_epoch_ns
+from protocol.kraken._codec_v1 import V1Decoder
 from protocol.kraken._errors import DecodeError
 from protocol.messages import (
     BookLevel,
@@ -465,21 +465,6 @@ def test_loads_accepts_surrounding_whitespace_and_refuses_trailing_data() -> Non
         with pytest.raises(DecodeError) as info:
             loads(raw)
         assert info.value.kind == "invalid_json"
-
-
-def test_v1_decoder_lives_in_its_own_module_and_is_still_exported() -> None:
-    import protocol.kraken as kraken
-    from protocol.kraken import _codec_v1
-
-    assert kraken.V1Decoder is _codec_v1.V1Decoder is V1Decoder
-    assert not hasattr(_codec, "V1Decoder")
-
-
-def test_epoch_text_to_ns_is_exact() -> None:
-    assert parse_epoch_ns("1617666423.606671") == 1617666423_606671000
-    assert parse_epoch_ns("1617666423") == 1617666423_000000000
-    with pytest.raises(DecodeError):
-        parse_epoch_ns("1617666423.6e3")
 
 
 # --------------------------------------------------------------------------- encoding

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from protocol.kraken import _codec
 from protocol.kraken._codec import BookFrame, Heartbeat, StatusFrame
-from protocol.kraken._codec_v1 import V1Decoder, normalize_v1_symbol
+from protocol.kraken._codec_v1 import V1Decoder, normalize_v1_symbol, parse_epoch_ns
 from protocol.kraken._errors import DecodeError
 from protocol.messages import BookLevel, Side, TickerEvent
 
@@ -130,3 +131,18 @@ def test_v1_refuses_floats_from_a_careless_parser() -> None:
     with pytest.raises(DecodeError) as info:
         V1Decoder().decode([1, {"a": [[1.5, "2.0", "3"]]}, "book-10", "XBT/USD"], ts_recv=0.0)
     assert info.value.kind == "bad_field"
+
+
+def test_v1_decoder_lives_in_its_own_module_and_is_still_exported() -> None:
+    import protocol.kraken as kraken
+    from protocol.kraken import _codec_v1
+
+    assert kraken.V1Decoder is _codec_v1.V1Decoder is V1Decoder
+    assert not hasattr(_codec, "V1Decoder")
+
+
+def test_epoch_text_to_ns_is_exact() -> None:
+    assert parse_epoch_ns("1617666423.606671") == 1617666423_606671000
+    assert parse_epoch_ns("1617666423") == 1617666423_000000000
+    with pytest.raises(DecodeError):
+        parse_epoch_ns("1617666423.6e3")
