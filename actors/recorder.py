@@ -31,6 +31,7 @@ Time: batching and backoff use ``trio.current_time()`` (MockClock-friendly); the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -213,14 +214,26 @@ class Recorder:
                     with trio.move_on_after(self._shutdown_timeout):
                         await self._final_flush()
                     if self._backlog:
+                        # the database is away: what still waits in the channel beyond the
+                        # backlog's bound would die with it when the channel closes below
+                        unwritten = self._backlog + self._take_rest()
                         log.error(
                             "recorder: shutdown deadline (%.1fs) passed with %d events "
                             "unwritten",
                             self._shutdown_timeout,
-                            len(self._backlog),
+                            len(unwritten),
                         )
-                        self._call_hook(self._on_unwritten, list(self._backlog))
+                        self._call_hook(self._on_unwritten, unwritten)
                 await self._close_receive()
+
+    def _take_rest(self) -> list[Recordable]:
+        """Everything still buffered in the channel, without waiting."""
+        rest: list[Recordable] = []
+        if self._receive_nowait is not None:
+            with contextlib.suppress(trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                while True:
+                    rest.append(self._receive_nowait())
+        return rest
 
     async def _close_receive(self) -> None:
         # Memory channels close synchronously (``with chan:``, python-trio/trio#746); other

@@ -5,21 +5,22 @@ unwritable), the recorder's unwritten backlog and the executor's undelivered fil
 otherwise die with the process. They are appended here instead, one JSON line each
 (``{"type": ..., "run_id": ..., "event": {...}}``; money as exact decimal strings), flushed and
 fsynced, and the next start writes them into the store *before* recovery reads it
-(``replay_spill``), then removes the file. Replaying is safe: the store's writes are idempotent
-(fills by ``fill_id``, orders by ``client_order_id``, status changes only when they change
-something).
+(``replay_spill``), then removes the file. Each file is committed in one transaction, so a
+replay cut short is repeated whole without writing anything twice.
 
 Where: ``--spill-dir`` when set, else beside a SQLite file (``trading.db`` ->
 ``trading.db.spill.jsonl``), else the working directory; the working directory is the fallback
 (``spill_paths``), and the next start looks in each place.
 
-A torn last line (the process killed while spilling) cannot be decoded: it is reported with its
-line number and skipped, the rest is replayed. Any other undecodable line stops the start with
-an error naming the file and line, and the file is kept: guessing would lose or invent money.
+A torn last line (the process killed while spilling: no newline at its end) is reported and
+skipped, the rest is replayed; the next append cuts it off first. Any other undecodable line
+stops the start with an error naming the file and line, and the file is kept: guessing would
+lose or invent money. One file is committed in one transaction.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -31,7 +32,7 @@ import msgspec
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL, make_url
 
-from ._errors import StoreError
+from ._errors import StoreError, StoreUnavailable
 from ._records import Recordable
 
 log = logging.getLogger("persistence")
@@ -98,16 +99,45 @@ def write_spill(paths: Sequence[pathlib.Path], events: Sequence[Recordable],
     error: OSError | None = None
     for path in paths:
         try:
-            with open(path, "ab") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+            _append(path, data)
         except OSError as exc:
             error = exc
             continue
         return path
     assert error is not None
     raise error
+
+
+def _append(path: pathlib.Path, data: bytes) -> None:
+    """Append whole lines durably; on failure leave the file as it was (no half line that
+    would break the next append, no copy of what the fallback location then gets)."""
+    created = not path.exists()
+    with open(path, "a+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size:
+            f.seek(size - 1)
+            if f.read(1) != b"\n":
+                # a torn tail: a process killed while spilling; those events were lost with it
+                f.seek(0)
+                keep = f.read().rfind(b"\n") + 1
+                log.warning("spill file %s: dropping a torn tail of %d bytes", path,
+                            size - keep)
+                f.truncate(keep)
+                size = keep
+        try:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        except OSError:
+            with contextlib.suppress(OSError):
+                f.truncate(size)
+            raise
+    if created:  # the new file's directory entry must survive a power cut too
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def read_spill(path: pathlib.Path) -> list[tuple[str | None, Recordable]]:
@@ -117,7 +147,11 @@ def read_spill(path: pathlib.Path) -> list[tuple[str | None, Recordable]]:
         SpillError: a line other than a torn last one cannot be decoded.
     """
     raw_lines = path.read_bytes().split(b"\n")
-    last = max((i for i, line in enumerate(raw_lines) if line.strip()), default=-1)
+    # every record ends with a newline: a last piece without one is a torn write
+    torn = raw_lines.pop()
+    if torn.strip():
+        log.warning("spill file %s:%d: torn last line skipped (%d bytes)", path,
+                    len(raw_lines) + 1, len(torn))
     out: list[tuple[str | None, Recordable]] = []
     for i, raw in enumerate(raw_lines):
         if not raw.strip():
@@ -127,11 +161,7 @@ def read_spill(path: pathlib.Path) -> list[tuple[str | None, Recordable]]:
             cls = _TYPES[line.type]
             event = msgspec.json.decode(line.event, type=cls)
         except (msgspec.DecodeError, KeyError) as exc:
-            where = f"{path}:{i + 1}"
-            if i == last and not raw.endswith(b"}"):
-                log.warning("spill file %s: torn last line skipped (%s)", where, exc)
-                continue
-            raise SpillError(f"{where}: cannot decode a spilled event: {exc}",
+            raise SpillError(f"{path}:{i + 1}: cannot decode a spilled event: {exc}",
                              operation="replay_spill") from exc
         out.append((line.run_id, event))
     return out
@@ -156,7 +186,7 @@ class StoreSpill:
     _spill_dir: str | None
     current_run_id: str | None
 
-    def write_batch(self, events: Sequence[Recordable], *, run_id: str | None = None) -> None:
+    def _write_groups(self, groups: Sequence[tuple[str | None, Sequence[Recordable]]]) -> None:
         raise NotImplementedError  # provided by Store
 
     @property
@@ -176,17 +206,29 @@ class StoreSpill:
         """Commit what an earlier stop spilled (each event under its own run), then remove
         the files; returns the count. Call before recovery reads the store.
 
+        One transaction per file: a replay that fails or is killed commits nothing, and the
+        next start replays the whole file again without writing anything twice.
+
         Raises:
-            SpillError: a file holds an undecodable line (it is kept).
-            StoreUnavailable, StoreError: as ``write_batch`` (the file is kept).
+            SpillError: a file holds an undecodable line, or its events cannot be committed to
+                this database (a run it names is not here: the database was replaced); the
+                file is kept, and the message says how to start without it.
+            StoreUnavailable: the database cannot be reached (the file is kept).
         """
         total = 0
         for path in self.spill_paths:
             if not path.exists():
                 continue
             spilled = read_spill(path)
-            for run_id, events in runs_in_order(spilled):
-                self.write_batch(events, run_id=run_id)
+            try:
+                self._write_groups(runs_in_order(spilled))
+            except StoreUnavailable:
+                raise
+            except StoreError as exc:
+                raise SpillError(
+                    f"{path}: {len(spilled)} spilled events cannot be committed to this "
+                    f"database ({exc}); move the file aside to start without them",
+                    operation="replay_spill") from exc
             path.unlink()
             log.warning("committed %d events an earlier stop had spilled to %s",
                         len(spilled), path)

@@ -403,8 +403,25 @@ class Store(StoreRecovery, StoreReports, StoreSpill):
 
     def _write_batch(self, events: Sequence[Recordable], run_id: str | None,
                      tx: Callable[[str], contextlib.AbstractContextManager[Connection]]) -> None:
+        apply = self._batch(events, run_id)
+        if apply is not None:
+            with tx("write_batch") as conn:
+                apply(conn)
+
+    def _write_groups(self, groups: Sequence[tuple[str | None, Sequence[Recordable]]]) -> None:
+        """Several batches, each under its own run, in ONE transaction (the spill replay)."""
+        appliers = [apply for run_id, events in groups
+                    if (apply := self._batch(events, run_id)) is not None]
+        with self._tx("write_batch") as conn:
+            for apply in appliers:
+                apply(conn)
+
+    def _batch(self, events: Sequence[Recordable], run_id: str | None
+               ) -> Callable[[Connection], None] | None:
+        """The rows of ``events`` built now; the returned function writes them on a
+        connection inside a transaction (None: nothing to write)."""
         if not events:
-            return
+            return None
         run = run_id or self.current_run_id
         now = self._clock()
         new_orders: list[OrderRequest] = []
@@ -471,7 +488,7 @@ class Store(StoreRecovery, StoreReports, StoreSpill):
                 balances.update(ev.balances)
             else:
                 raise TypeError(f"the store cannot record {type(ev).__name__}")
-        with tx("write_batch") as conn:
+        def apply(conn: Connection) -> None:
             if new_orders:
                 self._insert_orders(conn, new_orders, run)
             if status_events:
@@ -494,6 +511,8 @@ class Store(StoreRecovery, StoreReports, StoreSpill):
                 conn.execute(stmt, list(positions.values()))
             if balances and run is not None:
                 self._put_balances(conn, run, "latest", balances, now)
+
+        return apply
 
     def _apply_order_events(
         self,

@@ -192,11 +192,11 @@ class SQLiteWriteAhead:
         return inserted
 
 
-def _translate(exc: sqlite3.Error) -> StoreError:
+def _translate(exc: sqlite3.Error, operation: str = _OPERATION) -> StoreError:
     # the same classification as the store's own errors (``_errors.translate`` reads the
     # SQLAlchemy wrapper's text, "(sqlite3.OperationalError) unable to open ...")
     wrapped = sa_exc.DBAPIError.instance(None, None, exc, sqlite3.Error)
-    return translate(wrapped, _OPERATION)
+    return translate(wrapped, operation)
 
 
 def synchronous_level(engine: Engine) -> int:
@@ -233,7 +233,11 @@ def transaction_now(engine: Engine, lock: Any, operation: str) -> Iterator[Conne
             # connection holds: answer at once instead, for this transaction only (on the
             # driver's connection: through SQLAlchemy the PRAGMA would open a transaction)
             raw: Any = conn.connection.driver_connection
-            raw.execute("PRAGMA busy_timeout=0")
+            try:
+                raw.execute("PRAGMA busy_timeout=0")
+            except sqlite3.Error as exc:
+                conn.invalidate()
+                raise _translate(exc, operation) from exc
             try:
                 with conn.begin():
                     yield conn

@@ -104,14 +104,39 @@ def test_torn_last_line_is_skipped_and_a_bad_middle_line_is_an_error(
         tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "s.jsonl"
     write_spill([path], [fill(1), fill(2)], "r")
-    with path.open("ab") as f:
-        f.write(b'{"type":"Fill","run_id":"r","event":{"fill_id":"F3","cli')  # killed here
+    with path.open("ab") as f:  # killed here, right after an inner object closed
+        f.write(b'{"type":"SystemEvent","run_id":"r","event":{"kind":"k","source":"s",'
+                b'"attrs":{"a":"b"}')
     assert [e.fill_id for _, e in read_spill(path)] == ["F1", "F2"]  # type: ignore[union-attr]
     assert "torn last line" in caplog.text
+    # the next append cuts the torn tail off first, so it never becomes a middle line
+    write_spill([path], [fill(3)], "r")
+    assert [e.fill_id for _, e in read_spill(path)] == [  # type: ignore[union-attr]
+        "F1", "F2", "F3"]
     lines = path.read_bytes().split(b"\n")
     path.write_bytes(b"\n".join([lines[0], b'{"type":"Nope","event":{}}', lines[1]]) + b"\n")
     with pytest.raises(StoreError, match=r"s\.jsonl:2"):
         read_spill(path)
+
+
+def test_a_failed_append_leaves_the_file_as_it_was_and_uses_the_fallback(
+        tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first, fallback = tmp_path / "first.jsonl", tmp_path / "fallback.jsonl"
+    write_spill([first], [fill(1)], "r")
+    before = first.read_bytes()
+    real_fsync, calls = os.fsync, []
+
+    def failing_once(fd: int) -> None:  # the disk fills up during the first file's append
+        calls.append(fd)
+        if len(calls) == 1:
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", failing_once)
+    assert write_spill([first, fallback], [fill(2), fill(3)], "r") == fallback
+    assert first.read_bytes() == before  # no half line, no copy of what the fallback holds
+    assert [e.fill_id for _, e in read_spill(fallback)] == [  # type: ignore[union-attr]
+        "F2", "F3"]
 
 
 def test_spill_paths() -> None:
@@ -150,6 +175,23 @@ def test_replay_commits_under_each_run_removes_the_file_and_is_idempotent(
         ("F1", first, "1E-8"), ("F2", first, "1E-8")]
     assert stored(db, "select run_id from system_events where kind = 'restart'") == [(second,)]
     assert stored(db, "select status, filled_qty from orders") == [("filled", "2E-8")]
+
+
+def test_a_spill_this_database_cannot_take_is_kept_and_named(tmp_path: pathlib.Path) -> None:
+    db = tmp_path / "trading.db"
+    store = Store(f"sqlite:///{db}")
+    try:
+        store.start_run(mode="paper")
+        store.spill([fill(1)])  # a run of this database...
+        where = store.spill([fill(2, cid="c2")], run_id="run-of-a-replaced-database")
+        with pytest.raises(StoreError, match="move the file aside") as info:
+            store.replay_spill()
+        assert str(where) in str(info.value)
+        assert where.exists()
+    finally:
+        store.close()
+    # one transaction: the good run's fill was not committed either (no half replay)
+    assert stored(db, "select fill_id from fills") == []
 
 
 def test_unwritable_first_choice_falls_back_to_the_working_directory(
@@ -206,6 +248,23 @@ async def test_recorder_hands_the_unwritten_backlog_to_on_unwritten(
             nursery.cancel_scope.cancel()
     assert [[e.fill_id for e in batch] for batch in handed] == [  # type: ignore[union-attr]
         ["F1", "F2", "F3"]]
+
+
+async def test_unwritten_events_still_in_the_channel_are_handed_over_too(
+        autojump_clock: trio.testing.MockClock) -> None:
+    handed: list[list[Recordable]] = []
+    send, receive = trio.open_memory_channel[Recordable](10)
+    recorder = Recorder(DownStore(), receive, batch_size=2, max_backlog=2, shutdown_timeout=1.0,
+                        in_thread=False, on_unwritten=handed.append)
+    with trio.move_on_after(3):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(recorder.run)
+            for n in range(5):  # the backlog holds 2; 3 wait in the channel
+                send.send_nowait(fill(n))
+            await trio.sleep(2)
+            nursery.cancel_scope.cancel()
+    assert [[e.fill_id for e in batch] for batch in handed] == [  # type: ignore[union-attr]
+        ["F0", "F1", "F2", "F3", "F4"]]
 
 
 async def test_application_stopped_during_an_outage_loses_no_fill(
