@@ -25,12 +25,12 @@ import hashlib
 import logging
 import os
 import pathlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, get_args
 
 import msgspec
 from sqlalchemy import Engine
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Connection, make_url
 
 from ._errors import StoreError, StoreUnavailable
 from ._records import Recordable
@@ -186,8 +186,20 @@ class StoreSpill:
     _spill_dir: str | None
     current_run_id: str | None
 
-    def _write_groups(self, groups: Sequence[tuple[str | None, Sequence[Recordable]]]) -> None:
+    def _tx(self, operation: str) -> contextlib.AbstractContextManager[Connection]:
         raise NotImplementedError  # provided by Store
+
+    def _batch(self, events: Sequence[Recordable], run_id: str | None
+               ) -> Callable[[Connection], None] | None:
+        raise NotImplementedError  # provided by Store
+
+    def _write_groups(self, groups: Sequence[tuple[str | None, Sequence[Recordable]]]) -> None:
+        """Several batches, each under its own run, in ONE transaction."""
+        appliers = [apply for run_id, events in groups
+                    if (apply := self._batch(events, run_id)) is not None]
+        with self._tx("write_batch") as conn:
+            for apply in appliers:
+                apply(conn)
 
     @property
     def spill_paths(self) -> tuple[pathlib.Path, ...]:

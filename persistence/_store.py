@@ -408,14 +408,6 @@ class Store(StoreRecovery, StoreReports, StoreSpill):
             with tx("write_batch") as conn:
                 apply(conn)
 
-    def _write_groups(self, groups: Sequence[tuple[str | None, Sequence[Recordable]]]) -> None:
-        """Several batches, each under its own run, in ONE transaction (the spill replay)."""
-        appliers = [apply for run_id, events in groups
-                    if (apply := self._batch(events, run_id)) is not None]
-        with self._tx("write_batch") as conn:
-            for apply in appliers:
-                apply(conn)
-
     def _batch(self, events: Sequence[Recordable], run_id: str | None
                ) -> Callable[[Connection], None] | None:
         """The rows of ``events`` built now; the returned function writes them on a
