@@ -10,11 +10,9 @@ full ones (a burst) to the worker thread, losing nothing either way. Real SQLite
 
 from __future__ import annotations
 
-import datetime as dt
 import pathlib
 import sqlite3
 import threading
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -24,8 +22,7 @@ from actors.recorder import Recorder
 from persistence import Store, StoreUnavailable
 from persistence._engine import BUSY_TIMEOUT_S
 from protocol.messages import Fill, Side
-
-T0 = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+from tests.conftest import open_store
 
 
 def fill(i: int) -> Fill:
@@ -33,13 +30,6 @@ def fill(i: int) -> Fill:
                 side=Side.BUY, price=Decimal("65000.5") + i, qty=Decimal("0.001"),
                 fee=Decimal("0.1690013"), fee_currency="USD",
                 ts_event_ns=1_700_000_000_000_000_000 + i)
-
-
-def open_store(path: pathlib.Path, sync: str = "NORMAL") -> Store:
-    store = Store(f"sqlite:///{path}", sqlite_synchronous=sync,  # type: ignore[arg-type]
-                  clock=lambda: T0)
-    store.start_run(mode="paper")
-    return store
 
 
 def stored_fills(db: pathlib.Path) -> list[tuple[str, str]]:
@@ -50,18 +40,6 @@ def stored_fills(db: pathlib.Path) -> list[tuple[str, str]]:
             "select fill_id, price from fills order by id")]
     finally:
         conn.close()
-
-
-@pytest.fixture
-def db(tmp_path: pathlib.Path) -> pathlib.Path:
-    return tmp_path / "trading.db"
-
-
-@pytest.fixture
-def store(db: pathlib.Path) -> Iterator[Store]:
-    s = open_store(db)
-    yield s
-    s.close()
 
 
 def test_writes_now_when_nothing_waits(store: Store, db: pathlib.Path) -> None:

@@ -9,12 +9,10 @@ is waited for (polling, then the worker thread) instead of being skipped. Real S
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import pathlib
 import sqlite3
 import threading
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -24,8 +22,7 @@ import trio
 from actors.journal import INLINE_WAIT, DuplicateOrderId, StoreJournal
 from persistence import Store, StoreUnavailable
 from protocol.messages import OrderRequest, OrderType, Side
-
-T0 = dt.datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=dt.UTC)
+from tests.conftest import open_store
 
 
 def order(cid: str, *, limit: str | None = None) -> OrderRequest:
@@ -33,25 +30,6 @@ def order(cid: str, *, limit: str | None = None) -> OrderRequest:
                         qty=Decimal("0.00012345"),
                         order_type=OrderType.LIMIT if limit else OrderType.MARKET,
                         limit_price=Decimal(limit) if limit else None, group_id="g1")
-
-
-def open_store(path: pathlib.Path, sync: str = "NORMAL") -> Store:
-    store = Store(f"sqlite:///{path}", sqlite_synchronous=sync,  # type: ignore[arg-type]
-                  clock=lambda: T0)
-    store.start_run(mode="paper", initial_balances={"USD": Decimal(1000)})
-    return store
-
-
-@pytest.fixture
-def db(tmp_path: pathlib.Path) -> pathlib.Path:
-    return tmp_path / "trading.db"
-
-
-@pytest.fixture
-def store(db: pathlib.Path) -> Iterator[Store]:
-    s = open_store(db)
-    yield s
-    s.close()
 
 
 def committed(db: pathlib.Path, cid: str) -> tuple[tuple[object, ...] | None, list[str]]:
