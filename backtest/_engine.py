@@ -194,7 +194,8 @@ class FastEngine:
     Args:
         strategies: the strategies, in call order.
         pairs: pair metadata by symbol.
-        portfolio: the ledger, holding the initial balances.
+        portfolio: the ledger, holding the initial balances. Its drawdown tracking is
+            stopped when nothing in the run reads it (no risk limits; a latched breaker).
         risk_limits: the limits, or None to bypass the risk engine (``--no-risk-limits``).
         slippage_bps: slippage applied to next-open fills.
         spread_bps: full spread of the synthetic books for book-driven strategies.
@@ -227,6 +228,9 @@ class FastEngine:
         self._matcher = PaperMatcher(pairs, fill_id_prefix="bt")
         self._risk = (RiskEngine(risk_limits, portfolio, pairs, self._ids)
                       if risk_limits is not None else None)
+        if self._risk is None:
+            # no drawdown limit reads it, and the reports measure drawdown on the samples
+            portfolio.stop_drawdown_tracking()
         self._limits = risk_limits
         self._by_name: dict[str, Strategy] = {s.name: s for s in strategies}
         self._candle_strats = [s for s in strategies if not isinstance(s, Arbitrage)]
@@ -399,6 +403,8 @@ class FastEngine:
             reason = self._risk.check_halt(utc_day=ts // (86400 * _NS))
             if reason is not None:
                 self._breaker = reason
+                # latched for the rest of the run: nothing reads the drawdown any more
+                self._pf.stop_drawdown_tracking()
                 out.warnings.append(f"circuit breaker tripped ({reason}) at sample {ts}: no new "
                                     "orders for the rest of the run")
                 self._apply_events(self._matcher.cancel_all(now=ts / _NS, reason=reason))

@@ -114,13 +114,14 @@ class _Run:
         a = self.synced + 1
         if upto < a:
             return
-        if upto - a < _SHORT:
+        pf = self.pf
+        tracking = pf.tracks_drawdown  # off once the breaker latched: no mark can matter then
+        if tracking and upto - a < _SHORT:
             self._mark_each(a, upto)
             return
         self.synced = upto
-        pf = self.pf
         pos = self.inp.pos
-        relevant = pf.relevant_symbols()
+        relevant = pf.relevant_symbols() if tracking else None
         if relevant:
             highs: dict[str, Decimal] = {}
             for i, sym in enumerate(self.syms):

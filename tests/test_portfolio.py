@@ -6,12 +6,13 @@ from collections import defaultdict, deque
 from decimal import Decimal as D
 from fractions import Fraction
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol.instruments import PairInfo
 from protocol.messages import Fill, Side
-from trading.portfolio import Portfolio
+from trading.portfolio import DrawdownNotTracked, Portfolio
 
 BTCUSD = PairInfo(symbol="BTC/USD", base="BTC", quote="USD")
 ETHUSD = PairInfo(symbol="ETH/USD", base="ETH", quote="USD")
@@ -105,6 +106,22 @@ def test_drawdown_tracks_high_water_and_waits_for_prices() -> None:
     pf.mark("ETH/USD", D(900))
     assert pf.drawdown() == (D(2200) - D(1900)) / D(2200)
     assert pf.max_drawdown() == D("0.2")
+
+
+def test_stopped_drawdown_tracking_keeps_the_ledger_and_refuses_stale_figures() -> None:
+    # What a backtest does when nothing reads the drawdown any more (no risk limits, or the
+    # breaker latched): marks and fills still move the equity, the drawdown figures refuse.
+    pf = Portfolio({"USD": D(1000), "ETH": D(1)})
+    pf.mark("ETH/USD", D(1000))
+    pf.stop_drawdown_tracking()
+    assert not pf.tracks_drawdown
+    pf.mark("ETH/USD", D(1500))
+    pf.apply_fill(fill("ETH/USD", Side.SELL, "1500", "1", fee="1.5"), ETHUSD)
+    assert pf.equity_usd() == D("2498.5")
+    assert pf.balance("USD") == D("2498.5")
+    for figure in (lambda: pf.high_water_usd, pf.drawdown, pf.max_drawdown):
+        with pytest.raises(DrawdownNotTracked):
+            figure()
 
 
 def test_snapshot_restore_round_trip() -> None:

@@ -48,6 +48,7 @@ from ._portfolio_records import StrategyRecord as StrategyRecord
 from ._portfolio_records import StrategyStats as StrategyStats
 
 __all__ = [
+    "DrawdownNotTracked",
     "LotRecord",
     "Portfolio",
     "PortfolioSnapshot",
@@ -58,6 +59,10 @@ __all__ = [
 ]
 
 ONE = Decimal(1)
+
+
+class DrawdownNotTracked(RuntimeError):
+    """A drawdown figure was asked of a portfolio whose tracking was stopped."""
 
 
 # --------------------------------------------------------------------------- the portfolio
@@ -110,6 +115,7 @@ class Portfolio:
         self._dependents: dict[str, list[str]] = {}  # symbol -> ccys whose rate may read it
         self._relevant: frozenset[str] | None = None  # None: recompute from the balances
         self._hwm_stale = False
+        self._tracking = True  # see stop_drawdown_tracking()
         self._update_hwm()
 
     # ------------------------------------------------------------------ conversion
@@ -210,6 +216,8 @@ class Portfolio:
             rates = self._rates
             for ccy in dependents:
                 rates.pop(ccy, None)
+        if not self._tracking:
+            return
         relevant = self._relevant
         if relevant is None:
             relevant = self._relevant = self._relevant_symbols()
@@ -314,7 +322,8 @@ class Portfolio:
             for ccy in self._dependents.get(symbol, ()):
                 self._rates.pop(ccy, None)
         self._relevant = None  # balances moved
-        self._update_hwm()
+        if self._tracking:
+            self._update_hwm()
         return realized
 
     def _update_hwm(self) -> None:
@@ -447,18 +456,41 @@ class Portfolio:
             self._hwm = value
             self._hwm_stale = True  # the next mark re-measures the drawdown from it
 
+    def stop_drawdown_tracking(self) -> None:
+        """Stop updating the high-water mark and drawdown on every mark and fill.
+
+        For a backtest whose drawdown nothing reads any more: it runs without the risk engine
+        (its reports measure drawdown on the equity samples), or its breaker has latched for
+        the rest of the run. Recomputing the equity on every mark is most of a mark's cost.
+        Afterwards :attr:`high_water_usd`, :meth:`drawdown` and :meth:`max_drawdown` raise
+        :class:`DrawdownNotTracked` rather than answer with a stale figure.
+        """
+        self._tracking = False
+
+    @property
+    def tracks_drawdown(self) -> bool:
+        return self._tracking
+
+    def _tracked(self) -> None:
+        if not self._tracking:
+            raise DrawdownNotTracked("this portfolio's drawdown tracking was stopped "
+                                     "(stop_drawdown_tracking)")
+
     @property
     def high_water_usd(self) -> Decimal | None:
+        self._tracked()
         return self._hwm
 
     def drawdown(self) -> Decimal:
         """(high-water − equity) / high-water as of the last fully priced mark/fill, ≥ 0."""
+        self._tracked()
         hwm, eq = self._hwm, self._equity
         if hwm is None or eq is None or hwm <= 0 or eq >= hwm:
             return ZERO
         return (hwm - eq) / hwm
 
     def max_drawdown(self) -> Decimal:
+        self._tracked()
         return self._max_dd
 
     @property
