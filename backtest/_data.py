@@ -297,8 +297,8 @@ class CandleColumns(Sequence[CandleEvent]):
     a fresh, equal CandleEvent).
     """
 
-    __slots__ = ("c", "h", "interval_s", "lo", "o", "symbol", "table", "ts", "vbig", "vcoef",
-                 "vexp")
+    __slots__ = ("_ticks", "c", "h", "interval_s", "lo", "o", "symbol", "table", "ts", "vbig",
+                 "vcoef", "vexp")
 
     def __init__(self, symbol: str, interval_s: int, table: PriceTable) -> None:
         self.symbol = symbol
@@ -312,6 +312,7 @@ class CandleColumns(Sequence[CandleEvent]):
         self.vcoef: array[int] = array("q")
         self.vexp: array[int] = array("b")
         self.vbig: dict[int, Decimal] = {}  # row -> volume that does not fit the two columns
+        self._ticks: tuple[Any, int] | bool | None = False  # close_ticks(), once complete
 
     @classmethod
     def from_candles(cls, candles: Iterable[CandleEvent], table: PriceTable, *,
@@ -359,7 +360,14 @@ class CandleColumns(Sequence[CandleEvent]):
         ``scale`` is the most decimals any close of this series is written with, so every
         tick is exact. None when a close has no such form or a tick would exceed 2**52 (a
         caller then uses the Decimal candles), so kernels can sum millions of ticks in int64.
+        Computed once (a run, and every run of a sweep, asks for it; the columns are complete
+        once :meth:`from_candles` returns). The array is read-only.
         """
+        if self._ticks is False:
+            self._ticks = self._close_ticks()
+        return self._ticks  # type: ignore[return-value]
+
+    def _close_ticks(self) -> tuple[Any, int] | None:
         if not self.c:
             return None
         idx = np.frombuffer(self.c, dtype=np.uint32 if self.c.itemsize == 4 else np.uint64)
@@ -375,7 +383,9 @@ class CandleColumns(Sequence[CandleEvent]):
         limit = _TICK_LIMIT // 10**top
         if int(np.abs(coef).max()) >= limit:
             return None
-        return coef * np.power(10, shift), scale
+        ticks = coef * np.power(10, shift)
+        ticks.flags.writeable = False
+        return ticks, scale
 
     def floats(self, column: str) -> Any:
         """Column ``o``, ``h``, ``lo`` or ``c`` as a float64 NumPy array (screens only)."""
@@ -459,12 +469,14 @@ class MergedCandles(Sequence[CandleEvent]):
 
     def __init__(self, parts: Sequence[CandleColumns]) -> None:
         self.parts = list(parts)
-        # A stable sort of the concatenated open times by (time, part): ties keep part order.
+        # A stable sort of the concatenated open times: the parts are concatenated in part
+        # order and each is time-sorted, so ties keep part order, as (time, part) wants.
         ts = np.concatenate([np.frombuffer(p.ts, dtype=np.int64) for p in self.parts])
         part = np.concatenate([np.full(len(p), i, dtype=np.uint8)
                                for i, p in enumerate(self.parts)])
         starts = np.cumsum([0] + [len(p) for p in self.parts[:-1]])
-        order = np.lexsort((part, ts))
+        order = (np.arange(len(ts)) if len(self.parts) == 1 and bool(np.all(ts[1:] >= ts[:-1]))
+                 else np.argsort(ts, kind="stable"))
         which = part[order]
         self.which: array[int] = array("B")
         self.which.frombytes(which.tobytes())

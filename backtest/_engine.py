@@ -84,6 +84,11 @@ from ._kernel_loop import run_kernels
 from ._result import EquityPoint
 from ._synthetic import synthetic_book as _synthetic_book
 
+# enum members bound once: ``Side.BUY`` costs ~60 ns a lookup, a global ~8 (the fill path)
+_BUY = Side.BUY
+_MARKET = OrderType.MARKET
+_LIMIT = OrderType.LIMIT
+
 __all__ = ["EngineOutput", "FastEngine", "close_book", "open_book", "sample_equity",
            "stop_probe_prices"]
 
@@ -419,7 +424,7 @@ class FastEngine:
         probes = stop_probe_prices(self._pf, self._limits, c)
         if probes is not None:
             for price in probes:
-                sigs = risk.on_market(TradeEvent(symbol=c.symbol, side=Side.BUY, price=price,
+                sigs = risk.on_market(TradeEvent(symbol=c.symbol, side=_BUY, price=price,
                                                  qty=_ZERO, ts_event_ns=c.ts_event_ns))
                 if sigs:
                     self._on_signals(sigs, c)
@@ -481,10 +486,9 @@ class FastEngine:
         now = ts_ns / _NS
         book: BookEvent | None = None
         for order in orders:
-            if order.order_type is OrderType.MARKET and (self._breaker is None
-                                                          or order.reduce_only):
+            if order.order_type is _MARKET and (self._breaker is None or order.reduce_only):
                 self._apply_events(self._matcher.fill_at(
-                    order, ask_p if order.side is Side.BUY else bid_p,
+                    order, ask_p if order.side is _BUY else bid_p,
                     available=self._pf.balance, now=now, ts_event_ns=ts_ns))
                 continue
             if book is None:
@@ -499,7 +503,7 @@ class FastEngine:
             return []
         events = self._matcher.submit(order, book, available=self._pf.balance, now=now)
         fills = self._apply_events(events)
-        if order.order_type is OrderType.LIMIT:
+        if order.order_type is _LIMIT:
             self._resting = bool(self._matcher.open_orders())
         return fills
 

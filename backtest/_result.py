@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from protocol.instruments import PairInfo
-from protocol.messages import Fill
+from protocol.messages import Fill, Liquidity, Side
 
 __all__ = [
     "TRADE_LOG_HEADER",
@@ -201,12 +201,16 @@ def trade_log_bytes(fills: Sequence[Fill]) -> bytes:
     left out because it is clock-dependent, ``ts_event_ns`` (the market time) is in.
     """
     lines = [TRADE_LOG_HEADER]
+    # str() and the enum values looked up once: an f-string's format() of a Decimal costs
+    # twice its str(), and an enum's .value is a property (the log is built on every run)
+    side = {s: s.value for s in Side}
+    liquidity = {x: x.value for x in Liquidity}
     for f in fills:
-        lines.append(
-            f"{f.fill_id},{f.client_order_id},{f.strategy},{f.symbol},{f.side.value},{f.price},"
-            f"{f.qty},{f.fee},{f.fee_currency},{f.liquidity.value},{f.ts_event_ns}"
-        )
-    return ("\n".join(lines) + "\n").encode()
+        lines.append(",".join((
+            f.fill_id, f.client_order_id, f.strategy, f.symbol, side[f.side], str(f.price),
+            str(f.qty), str(f.fee), f.fee_currency, liquidity[f.liquidity], str(f.ts_event_ns))))
+    lines.append("")
+    return "\n".join(lines).encode()
 
 
 def trade_log_sha256(fills: Sequence[Fill]) -> str:

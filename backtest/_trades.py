@@ -22,6 +22,9 @@ from trading import fast_constructor
 
 from ._result import ClosedTrade
 
+# enum members bound once: ``Side.BUY`` costs ~60 ns a lookup, a global ~8 (the fill path)
+_BUY = Side.BUY
+
 __all__ = ["closed_trades"]
 
 _ZERO = Decimal(0)
@@ -71,7 +74,7 @@ def closed_trades(
     closed: list[ClosedTrade] = []
     for f in fills:
         book = lots.setdefault(f.symbol, deque())
-        signed = f.qty if f.side is Side.BUY else -f.qty
+        signed = f.qty if f.side is _BUY else -f.qty
         fee_left = f.fee
         left = f.qty
         while book and left and (book[0].qty > 0) != (signed > 0):

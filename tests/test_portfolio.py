@@ -119,9 +119,12 @@ def test_stopped_drawdown_tracking_keeps_the_ledger_and_refuses_stale_figures() 
     pf.apply_fill(fill("ETH/USD", Side.SELL, "1500", "1", fee="1.5"), ETHUSD)
     assert pf.equity_usd() == D("2498.5")
     assert pf.balance("USD") == D("2498.5")
-    for figure in (lambda: pf.high_water_usd, pf.drawdown, pf.max_drawdown):
-        with pytest.raises(DrawdownNotTracked):
-            figure()
+    with pytest.raises(DrawdownNotTracked):
+        _ = pf.high_water_usd
+    with pytest.raises(DrawdownNotTracked):
+        pf.drawdown()
+    with pytest.raises(DrawdownNotTracked):
+        pf.max_drawdown()
 
 
 def test_snapshot_restore_round_trip() -> None:

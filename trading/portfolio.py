@@ -47,6 +47,9 @@ from ._portfolio_records import PositionRecord as PositionRecord
 from ._portfolio_records import StrategyRecord as StrategyRecord
 from ._portfolio_records import StrategyStats as StrategyStats
 
+# enum members bound once: ``Side.BUY`` costs ~60 ns a lookup, a global ~8 (the fill path)
+_BUY = Side.BUY
+
 __all__ = [
     "DrawdownNotTracked",
     "LotRecord",
@@ -281,7 +284,7 @@ class Portfolio:
         base = pair.base
         quote = pair.quote
         bal = self._balances
-        if fill.side is Side.BUY:
+        if fill.side is _BUY:
             signed = qty
             bal[base] = bal.get(base, ZERO) + qty
             bal[quote] = bal.get(quote, ZERO) - notional

@@ -40,6 +40,11 @@ from protocol.messages import (
 
 from .._fastinit import fast_constructor
 
+# enum members bound once: ``Side.BUY`` costs ~60 ns a lookup, a global ~8 (the fill path)
+_BUY = Side.BUY
+_SELL = Side.SELL
+_MARKET = OrderType.MARKET
+
 __all__ = [
     "NO_SIGNALS",
     "PRICE_SOURCES",
@@ -335,7 +340,7 @@ class PositionKeeper:
             symbol=symbol,
             side=side,
             qty=qty,
-            order_type=OrderType.MARKET,
+            order_type=_MARKET,
             reason=reason,
             ts_recv=ts_recv,
             group_id=group_id,
@@ -349,7 +354,7 @@ class PositionKeeper:
         pair = self._pairs[symbol]
         qty = pair.round_qty(self.position(symbol))
         return self.signal(
-            symbol, Side.SELL, qty, price=price, reason=reason, ts_recv=ts_recv, reduce_only=True
+            symbol, _SELL, qty, price=price, reason=reason, ts_recv=ts_recv, reduce_only=True
         )
 
     # ---- events
@@ -390,13 +395,13 @@ class PositionKeeper:
             # Risk's stop-loss / take-profit sold the symbol's whole position, this
             # strategy's share included: without this the strategy would stay "long" forever
             # and its own exit would be refused (review finding).
-            if fill.side is Side.SELL and self.positions.get(fill.symbol, _ZERO) > 0:
+            if fill.side is _SELL and self.positions.get(fill.symbol, _ZERO) > 0:
                 self.positions[fill.symbol] = max(
                     _ZERO, self.positions[fill.symbol] - fill.qty)
             return
         if fill.strategy != self.name:
             return
-        delta = fill.qty if fill.side is Side.BUY else -fill.qty
+        delta = fill.qty if fill.side is _BUY else -fill.qty
         pair = self._pairs.get(fill.symbol)
         if pair is not None and fill.fee_currency == pair.base:
             delta -= fill.fee

@@ -36,6 +36,9 @@ from protocol.messages import CandleEvent, Fill, MarketEvent, Side, Signal
 from ._base import NO_SIGNALS, PositionKeeper, PriceFilter, QuoteValuer, resolve_symbols, size_order
 from ._kernel import CandleKernel, History, LongOnlyGate, TickColumn
 
+# enum members bound once: ``Side.BUY`` costs ~60 ns a lookup, a global ~8 (the fill path)
+_BUY = Side.BUY
+
 __all__ = ["SmaCross", "SmaCrossConfig"]
 
 _ZERO = Decimal(0)
@@ -189,7 +192,7 @@ class SmaCross:
         if qty is None:
             return NO_SIGNALS
         reason = f"sma_cross entry: SMA{self._fast} crossed above SMA{self._slow} at {close}"
-        return (keeper.signal(symbol, Side.BUY, qty, price=close, reason=reason,
+        return (keeper.signal(symbol, _BUY, qty, price=close, reason=reason,
                               ts_recv=ts_recv),)
 
     def _exit(self, symbol: str, ts_recv: float, close: Decimal) -> Sequence[Signal]:
