@@ -76,7 +76,7 @@ from trading import (
     fast_constructor,
     twin_of,
 )
-from trading.risk import RISK_STRATEGY
+from trading.risk import RISK_STRATEGY, refused_by_open_breaker
 from trading.strategies import Arbitrage, BookKernel, CandleKernel, Strategy, plan_unwind
 
 from ._kernel_input import kernel_input
@@ -442,16 +442,25 @@ class FastEngine:
                 side=s.side, qty=s.qty, order_type=s.order_type, limit_price=s.limit_price,
                 ts_recv=s.ts_recv, group_id=s.group_id, group_size=s.group_size,
                 reduce_only=s.reduce_only) for s in group]
+        if self._breaker is not None and refused_by_open_breaker(group):
+            # evaluate()'s answer, without its exception and rejection record: after a trip
+            # this is most of what a backtest's strategies hear for the rest of the run
+            self._refused(group, "breaker_open")
+            return None
         res = risk.evaluate(group, now=now, breaker_open=self._breaker is not None)
         if isinstance(res, RiskRejection):
-            rej = self.out.risk_rejections
-            rej[res.reason] = rej.get(res.reason, 0) + 1
-            for s in group:
-                strat = self._by_name.get(s.strategy)
-                if strat is not None:
-                    strat.on_order_closed(f"risk-rejected:{res.reason}", _ZERO)
+            self._refused(group, res.reason)
             return None
         return res
+
+    def _refused(self, group: Sequence[Signal], reason: str) -> None:
+        rej = self.out.risk_rejections
+        rej[reason] = rej.get(reason, 0) + 1
+        closed = f"risk-rejected:{reason}"
+        for s in group:
+            strat = self._by_name.get(s.strategy)
+            if strat is not None:
+                strat.on_order_closed(closed, _ZERO)
 
     _groups = staticmethod(signal_groups)
 

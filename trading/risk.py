@@ -66,7 +66,7 @@ from ._fastinit import fast_constructor
 from .ids import ClientOrderIds
 from .portfolio import Portfolio
 
-__all__ = ["RISK_REASONS", "RISK_STRATEGY", "RiskEngine", "RiskLimits"]
+__all__ = ["RISK_REASONS", "RISK_STRATEGY", "RiskEngine", "RiskLimits", "refused_by_open_breaker"]
 
 _new_order = fast_constructor(OrderRequest)  # one per approved signal: trading._fastinit
 
@@ -109,6 +109,13 @@ def _protective(signal: Signal) -> bool:
                                    or signal.reason.startswith("unwind "))
 
 
+def refused_by_open_breaker(signals: Sequence[Signal]) -> bool:
+    """True when an open breaker refuses this group (``breaker_open``): not all of it is
+    protective. :meth:`RiskEngine.evaluate` asks this first; a caller that knows the breaker
+    is open may ask it alone, since such a refusal changes nothing in the engine."""
+    return not all(_protective(sig) for sig in signals)
+
+
 class RiskEngine:
     """Pre-trade checks, protective exits and halt detection over one portfolio.
 
@@ -147,7 +154,7 @@ class RiskEngine:
         if not signals:
             return []
         try:
-            if breaker_open and not all(_protective(sig) for sig in signals):
+            if breaker_open and refused_by_open_breaker(signals):
                 # Halted: nothing new. Risk's own protective exits (stop-loss, take-profit)
                 # still pass: a halt must not leave a losing position unprotected.
                 raise _Reject(signals[0], "breaker_open", "circuit breaker is open")
