@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from decimal import Decimal
 from fractions import Fraction
@@ -317,3 +318,30 @@ def test_package_surface() -> None:
     assert {"Strategy", "build_strategies", "plan_unwind", "Momentum", "MeanReversion",
             "Arbitrage", "SmaCross", "REGISTRY", "StrategyConfigError"} <= public
     assert set(pkg.REGISTRY) == {"momentum", "mean_reversion", "arbitrage", "sma_cross"}
+
+
+# --------------------------------------------------------------------------- explain
+
+
+@pytest.mark.parametrize("make", [
+    lambda: Momentum(MomentumConfig(symbols=("BTC/USD",), lookback=5), PAIRS),
+    lambda: MeanReversion(MeanReversionConfig(symbols=("BTC/USD",), window=8), PAIRS),
+    lambda: SmaCross(SmaCrossConfig(symbols=("BTC/USD",), fast=2, slow=5), PAIRS),
+], ids=["momentum", "mean_reversion", "sma_cross"])
+def test_a_quiet_strategy_decides_alike_and_names_only_its_rule(make) -> None:  # type: ignore[no-untyped-def]
+    # What the backtest's fast path relies on when it turns ``explain`` off.
+    loud, quiet = make(), make()
+    quiet.explain = False
+    rng = random.Random(7)
+    price, seen = D(100), 0
+    for i in range(600):
+        price = max(D(1), price + D(rng.randint(-150, 150)) / 100)
+        a, b = loud.on_market(candle(price, ts=i)), quiet.on_market(candle(price, ts=i))
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            assert x.reason != y.reason and y.reason in x.reason  # the rule's name, no figures
+            assert dataclasses.replace(x, reason="") == dataclasses.replace(y, reason="")
+            loud.on_fill(fill_of(x))
+            quiet.on_fill(fill_of(y))
+            seen += 1
+    assert seen >= 4  # entries and exits both happened

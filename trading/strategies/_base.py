@@ -91,6 +91,10 @@ class Strategy(Protocol):
 
     name: str
     symbols: tuple[str, ...]
+    # Optional, like the backtest's candle_kernel()/book_kernel(): ``explain``, True by
+    # default: a signal's reason carries the figures behind the decision, for the logs and
+    # the journal. A backtest's fast path, which reads no reason, sets it False where it is
+    # there: the reason is then the rule's name alone; the decision never depends on it.
 
     def on_market(self, event: MarketEvent) -> Sequence[Signal]: ...
 

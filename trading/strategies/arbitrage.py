@@ -165,6 +165,7 @@ class Arbitrage:
         self, config: ArbitrageConfig, pairs: Mapping[str, PairInfo], *, name: str = "arbitrage"
     ) -> None:
         self.name = name
+        self.explain = True
         self.config = config
         self.symbols = resolve_symbols(name, config.symbols, pairs)
         self._pairs = pairs
@@ -414,7 +415,7 @@ class Arbitrage:
             reason = (
                 f"{cycle.kind} {cycle.path} net {plan.profit:.6f} >= {self.config.min_profit} "
                 f"after fees, leg {n}/{len(emitted)}"
-            )
+            ) if self.explain else cycle.kind
             out.append(
                 self._keeper.signal(
                     leg.symbol, leg.side, plan.qtys[i], price=plan.prices[i], reason=reason,

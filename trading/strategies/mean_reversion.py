@@ -154,6 +154,7 @@ class MeanReversion:
         name: str = "mean_reversion",
     ) -> None:
         self.name = name
+        self.explain = True
         self.config = config
         self.symbols = resolve_symbols(name, config.symbols, pairs)
         self._pairs = pairs
@@ -210,7 +211,8 @@ class MeanReversion:
             e = np_ - s1
             a, b = self._k2_out
             if e >= 0 and e * e * b >= a * spread2:
-                reason = f"mean reversion exit: {price} >= mean+{cfg.exit_sd}sd {self._band(sums)}"
+                reason = (f"mean reversion exit: {price} >= mean+{cfg.exit_sd}sd "
+                          f"{self._band(sums)}" if self.explain else "mean reversion exit")
                 return (keeper.exit_signal(symbol, price=price, reason=reason,
                                            ts_recv=ts_recv),)
             return NO_SIGNALS
@@ -227,7 +229,8 @@ class MeanReversion:
             qty = None if notional is None else size_order(pair, notional, price)
             if qty is None:
                 return NO_SIGNALS
-            reason = f"mean reversion entry: {price} < mean-{cfg.entry_sd}sd {self._band(sums)}"
+            reason = (f"mean reversion entry: {price} < mean-{cfg.entry_sd}sd "
+                      f"{self._band(sums)}" if self.explain else "mean reversion entry")
             return (keeper.signal(symbol, Side.BUY, qty, price=price, reason=reason,
                                   ts_recv=ts_recv),)
         return NO_SIGNALS

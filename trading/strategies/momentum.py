@@ -76,6 +76,7 @@ class Momentum:
         self, config: MomentumConfig, pairs: Mapping[str, PairInfo], *, name: str = "momentum"
     ) -> None:
         self.name = name
+        self.explain = True
         self.config = config
         self.symbols = resolve_symbols(name, config.symbols, pairs)
         self._pairs = pairs
@@ -128,11 +129,10 @@ class Momentum:
         cfg = self.config
         if keeper.is_long(symbol):
             if price < lag * self._down:
-                trend = price / lag - 1
                 reason = (
-                    f"momentum exit: trend {trend:.6f} < -{cfg.exit_threshold} "
+                    f"momentum exit: trend {price / lag - 1:.6f} < -{cfg.exit_threshold} "
                     f"over {cfg.lookback} samples ({lag} -> {price})"
-                )
+                ) if self.explain else "momentum exit"
                 return (keeper.exit_signal(symbol, price=price, reason=reason,
                                            ts_recv=ts_recv),)
             return NO_SIGNALS
@@ -147,11 +147,10 @@ class Momentum:
             qty = None if notional is None else size_order(pair, notional, price)
             if qty is None:
                 return NO_SIGNALS
-            trend = price / lag - 1
             reason = (
-                f"momentum entry: trend {trend:.6f} > {cfg.entry_threshold} "
+                f"momentum entry: trend {price / lag - 1:.6f} > {cfg.entry_threshold} "
                 f"over {cfg.lookback} samples ({lag} -> {price})"
-            )
+            ) if self.explain else "momentum entry"
             return (keeper.signal(symbol, Side.BUY, qty, price=price, reason=reason,
                                   ts_recv=ts_recv),)
         return NO_SIGNALS

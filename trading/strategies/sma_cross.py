@@ -95,6 +95,7 @@ class SmaCross:
         self, config: SmaCrossConfig, pairs: Mapping[str, PairInfo], *, name: str = "sma_cross"
     ) -> None:
         self.name = name
+        self.explain = True
         self.config = config
         self.symbols = resolve_symbols(name, config.symbols, pairs)
         self._pairs = pairs
@@ -191,7 +192,8 @@ class SmaCross:
         qty = None if notional is None else size_order(pair, notional, close)
         if qty is None:
             return NO_SIGNALS
-        reason = f"sma_cross entry: SMA{self._fast} crossed above SMA{self._slow} at {close}"
+        reason = (f"sma_cross entry: SMA{self._fast} crossed above SMA{self._slow} at {close}"
+                  if self.explain else "sma_cross entry")
         return (keeper.signal(symbol, _BUY, qty, price=close, reason=reason,
                               ts_recv=ts_recv),)
 
@@ -201,7 +203,8 @@ class SmaCross:
         keeper.expire(ts_recv)
         if not keeper.is_long(symbol) or keeper.has_pending(symbol):
             return NO_SIGNALS
-        reason = f"sma_cross exit: SMA{self._slow} crossed above SMA{self._fast} at {close}"
+        reason = (f"sma_cross exit: SMA{self._slow} crossed above SMA{self._fast} at {close}"
+                  if self.explain else "sma_cross exit")
         return (keeper.exit_signal(symbol, price=close, reason=reason, ts_recv=ts_recv),)
 
     # ------------------------------------------------------------------ candle kernel
