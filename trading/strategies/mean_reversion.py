@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Context, Decimal
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -281,8 +281,8 @@ class _MeanReversionKernel(LongOnlyGate):
         # symbol -> the rows of its samples, when some close is not positive (None: every row)
         self._rows: dict[str, list[int] | None] = {}
         # symbol -> sum(t - p) and sum((t - p)**2) of the window ending at each full sample
-        self._dev: dict[str, tuple[list[int], list[int]]] = {}
-        self._ticks: dict[str, tuple[list[int], int]] = {}  # symbol -> (samples' ticks, scale)
+        self._dev: dict[str, tuple[Any, Any]] = {}  # (arrays; see candidates())
+        self._ticks: dict[str, tuple[Any, int]] = {}  # symbol -> (samples' ticks, scale)
         self._floor: dict[str, int] = {}  # symbol -> the least exponent a close has (<= 0)
         self._zero: dict[str, tuple[int, int]] = {}  # symbol -> (rows scanned, least exponent)
 
@@ -292,7 +292,7 @@ class _MeanReversionKernel(LongOnlyGate):
         n = s.config.window
         seq, rows = positive_samples(ticks)
         self._rows[symbol] = None if rows is None else rows.tolist()
-        self._ticks[symbol] = (seq.tolist(), scale)
+        self._ticks[symbol] = (seq, scale)
         self._floor[symbol] = -scale
         self._zero[symbol] = (0, 0)
         if symbol not in s._windows or len(seq) < n:
@@ -314,9 +314,10 @@ class _MeanReversionKernel(LongOnlyGate):
             sq = q1 * q1
             ins.append((q1 > 0) & (sq * b > a * spread2))
             outs.append((q1 <= 0) & (sq * d >= c * spread2))
-            q1s.append(q1.tolist())
-            q2s.append(q2.tolist())
-        self._dev[symbol] = ([x for q in q1s for x in q], [x for q in q2s for x in q])
+            q1s.append(q1)
+            q2s.append(q2)
+        # kept as arrays (int64, or Python ints in object blocks): act() reads one row each
+        self._dev[symbol] = (np.concatenate(q1s), np.concatenate(q2s))
         entries = np.flatnonzero(np.concatenate(ins)) + (n - 1)
         exits = np.flatnonzero(np.concatenate(outs)) + (n - 1)
         return sample_rows(entries, exits, rows)
@@ -326,7 +327,7 @@ class _MeanReversionKernel(LongOnlyGate):
         n = s.config.window
         k = self.sample_of(symbol, row) - (n - 1)
         q1, q2 = self._dev[symbol]
-        return s._decide(symbol, close, 0, q1[k], q2[k], history.ts_recv,
+        return s._decide(symbol, close, 0, int(q1[k]), int(q2[k]), history.ts_recv,
                          _RebuiltSums(self, symbol, row, history), history.latest_closes)
 
     def sample_of(self, symbol: str, row: int) -> int:
@@ -376,7 +377,7 @@ class _RebuiltSums:
         kernel, symbol, row = self.kernel, self.symbol, self.row
         ticks, scale = kernel._ticks[symbol]
         end = kernel.sample_of(symbol, row) + 1
-        window = ticks[end - kernel._s.config.window:end]
+        window = ticks[end - kernel._s.config.window:end].tolist()
         exp = kernel.zero_at(symbol, row, self.history).as_tuple().exponent
         assert isinstance(exp, int)
         unit = 10 ** (scale + exp)
