@@ -243,7 +243,8 @@ class ActorEngine:
     """One backtest run through the actor tree; same arguments as ``FastEngine``.
 
     Args:
-        strategies: the strategies, in call order (one actor each).
+        strategies: the strategies, in call order (one actor each); their ``explain``, where
+            they have one, is turned off.
         pairs: pair metadata by symbol.
         portfolio: the ledger, holding the initial balances.
         risk_limits: the limits, or None to bypass the risk actor (``--no-risk-limits``).
@@ -275,6 +276,9 @@ class ActorEngine:
             raise ValueError(f"market_lanes must be 'mailbox' or 'memory', not {market_lanes!r}")
         self._lane_kind = market_lanes
         self._strategies = list(strategies)
+        for s in self._strategies:
+            if hasattr(s, "explain"):  # as the fast path: a backtest reads no signal's reason
+                s.explain = False
         self._pairs = dict(pairs)
         self._pf = portfolio
         self._limits = risk_limits
