@@ -234,3 +234,34 @@ def test_ledger_equals_independent_recomputation(
         (v * (pf.usd_rate(k) or 0) for k, v in pf.realized_pnl().items()), D(0))
     # snapshot/restore is lossless
     assert Portfolio.restore(pf.snapshot()).snapshot() == pf.snapshot()
+
+
+_SYMBOLS = ("BTC/USD", "BTC/USDT", "ETH/USDT", "ETH/BTC", "SOL/BTC", "SOL/USDT", "USDT/USD",
+            "ETH/USD")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_SYMBOLS), st.integers(1, 10_000)), max_size=40))
+def test_cached_rates_and_high_water_equal_a_fresh_computation(
+        marks: list[tuple[str, int]]) -> None:
+    # The rate cache is invalidated by the marks a rate read (found or missed) and the
+    # high-water update is skipped for marks no held currency's rate read: neither may ever
+    # change a figure. A fresh portfolio per step (nothing cached) is the reference.
+    balances = {"USD": D(1000), "BTC": D(1), "ETH": D(2), "USDT": D(50), "SOL": D(3)}
+    pf = Portfolio(balances)
+    seen: dict[str, D] = {}
+    hwm: D | None = None
+    for sym, raw in marks:
+        price = D(raw) / 100
+        pf.mark(sym, price)
+        seen[sym] = price
+        fresh = Portfolio(balances)
+        for s, p in seen.items():
+            fresh.mark(s, p)
+        for ccy in balances:
+            assert pf.usd_rate(ccy) == fresh.usd_rate(ccy)
+        assert pf.equity_usd() == fresh.equity_usd()
+        if not fresh.unpriced_currencies():
+            eq = fresh.equity_usd()
+            hwm = eq if hwm is None or eq > hwm else hwm
+        assert pf.high_water_usd == hwm

@@ -109,13 +109,18 @@ class Portfolio:
         self._max_dd = ZERO
         self._fills = 0
         # Speed (a backtest marks on every candle), without changing a single result:
-        # * usd_rate(ccy) is cached until a mark it may read (``_deps``) is written;
-        # * a mark of a symbol no non-zero balance's rate may read (not in ``_relevant``)
-        #   cannot change the equity, so the high-water update (idempotent on an unchanged
-        #   state) is skipped; ``_hwm_stale`` forces it after carry_high_water().
+        # * usd_rate(ccy) is cached until a mark its computation read (``_reads``: the marks
+        #   it found and the ones it looked for and missed) is written;
+        # * a mark of a symbol no non-zero balance's rate read (not in ``_relevant``) cannot
+        #   change the equity, so the high-water update (idempotent on an unchanged state) is
+        #   skipped; ``_hwm_stale`` forces it after carry_high_water(). Which marks a rate
+        #   reads depends only on which marks exist, so ``_relevant`` is recomputed when the
+        #   balances move or a symbol gets its first mark.
         self._rates: dict[str, Decimal | None] = {}
-        self._deps: dict[str, frozenset[str]] = {}  # ccy -> symbols its rate may read
-        self._dependents: dict[str, list[str]] = {}  # symbol -> ccys whose rate may read it
+        self._reads: dict[str, tuple[str, ...]] = {}  # ccy -> the marks its cached rate read
+        # symbol -> ccys whose cached rate read it (a superset: stale entries only cost an
+        # extra recomputation)
+        self._dependents: dict[str, set[str]] = {}
         self._relevant: frozenset[str] | None = None  # None: recompute from the balances
         self._hwm_stale = False
         self._tracking = True  # see stop_drawdown_tracking()
@@ -141,61 +146,45 @@ class Portfolio:
             rates = self._rates
             if ccy in rates:
                 return rates[ccy]
-            self._deps_of(ccy)  # registers ccy with the symbols that invalidate it
-            r = rates[ccy] = self._rate(ccy, True)
+            reads: list[str] = []
+            r = rates[ccy] = self._rate(ccy, True, reads)
+            self._reads[ccy] = tuple(reads)
+            dependents = self._dependents
+            for sym in reads:
+                who = dependents.get(sym)
+                if who is None:
+                    dependents[sym] = {ccy}
+                else:
+                    who.add(ccy)
             return r
-        return self._rate(ccy, False)
+        return self._rate(ccy, False, [])
 
-    def _deps_of(self, ccy: str) -> frozenset[str]:
-        deps = self._deps.get(ccy)
-        if deps is None:
-            found: set[str] = set()
-            self._collect(ccy, True, found, set())
-            deps = self._deps[ccy] = frozenset(found)
-            for sym in deps:
-                self._dependents.setdefault(sym, []).append(ccy)
-        return deps
-
-    def _collect(self, ccy: str, cross: bool, out: set[str], seen: set[tuple[str, bool]]) -> None:
-        """Every mark ``_rate(ccy, cross)`` may read (a superset is fine, a miss is not)."""
-        if ccy in self._usd or (ccy, cross) in seen:
-            return
-        seen.add((ccy, cross))
-        direct, peg, via_peg, via_cross = self._path(ccy)
-        out.update(direct)
-        if peg is not None:
-            self._collect(peg, False, out, seen)
-            return
-        for sym, via in via_peg:
-            out.add(sym)
-            self._collect(via, False, out, seen)
-        if cross:
-            for sym, via in via_cross:
-                out.add(sym)
-                self._collect(via, False, out, seen)
-
-    def _rate(self, ccy: str, _cross: bool) -> Decimal | None:
+    def _rate(self, ccy: str, _cross: bool, reads: list[str]) -> Decimal | None:
+        """``ccy``'s rate; appends to ``reads`` every mark looked up (found or not)."""
         if ccy in self._usd:
             return ONE
         direct, peg, via_peg, via_cross = self._path(ccy)
         marks = self._marks
         for sym in direct:
+            reads.append(sym)
             m = marks.get(sym)
             if m is not None:
                 return m
         if peg is not None:
-            return self._rate(peg, False)
+            return self._rate(peg, False, reads)
         for sym, via in via_peg:
+            reads.append(sym)
             m = marks.get(sym)
             if m is not None:
-                r = self._rate(via, False)
+                r = self._rate(via, False, reads)
                 if r is not None:
                     return m * r
         if _cross:
             for sym, via in via_cross:
+                reads.append(sym)
                 m = marks.get(sym)
                 if m is not None:
-                    r = self._rate(via, False)
+                    r = self._rate(via, False, reads)
                     if r is not None:
                         return m * r
         return None
@@ -213,8 +202,13 @@ class Portfolio:
 
     def mark(self, symbol: str, price: Decimal) -> None:
         """Set the mark (mid) of ``symbol`` and update the high-water mark and drawdown."""
-        self._marks[symbol] = price
-        dependents = self._dependents.get(symbol)
+        marks = self._marks
+        if symbol not in marks:
+            # a first mark can only shorten a rate's lookups (a stale set is a superset):
+            # recomputed to stay tight
+            self._relevant = None
+        marks[symbol] = price
+        dependents = self._dependents.pop(symbol, None)
         if dependents is not None:
             rates = self._rates
             for ccy in dependents:
@@ -251,7 +245,7 @@ class Portfolio:
                 if amount:
                     if amount < 0:
                         return None
-                    r = self._rate(ccy, True)
+                    r = self._rate(ccy, True, [])
                     if r is not None:
                         total += amount * r
             return total
@@ -262,12 +256,15 @@ class Portfolio:
         out: set[str] = set()
         for ccy, amount in self._balances.items():
             if amount:
-                out.update(self._deps_of(ccy))
+                self.usd_rate(ccy)  # cached, with the marks it read
+                out.update(self._reads[ccy])
         return frozenset(out)
 
     def _set_marks(self, marks: dict[str, Decimal]) -> None:
         self._marks = marks
         self._rates.clear()
+        self._dependents.clear()
+        self._relevant = None
 
     def apply_fill(self, fill: Fill, pair: PairInfo) -> Decimal:
         """Book one fill: balances, the symbol's FIFO lots, realized P&L, fees, stats.
@@ -322,7 +319,7 @@ class Portfolio:
         self._fills += 1
         if symbol not in self._marks:
             self._marks[symbol] = price
-            for ccy in self._dependents.get(symbol, ()):
+            for ccy in self._dependents.pop(symbol, ()):
                 self._rates.pop(ccy, None)
         self._relevant = None  # balances moved
         if self._tracking:
