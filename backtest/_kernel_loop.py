@@ -34,11 +34,12 @@ Candles and books are built only at events, from the columns.
 from __future__ import annotations
 
 import heapq
+from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -88,8 +89,18 @@ class _Run:
     # ------------------------------------------------------------------ marks
 
     def _prepare_risk(self) -> None:
-        self.lows = [p.floats("lo") for p in self.parts]
+        self.lows = [p.floats("lo") for p in self.parts]  # NumPy: the stop search's slices
         self.highs = [p.floats("h") for p in self.parts]
+        # the same as plain arrays: one element read from Python costs a fraction
+        self.low_at = [_plain("d", x) for x in self.lows]
+        self.high_at = [_plain("d", x) for x in self.highs]
+        # latest[i][p]: the row of part i's last candle at or before merged position p (-1
+        # before its first): what sync() asked bisect for at every event
+        self.latest = []
+        for where in self.inp.pos_np:
+            lat = np.full(self.inp.n, -1, dtype=np.int64)
+            lat[where] = np.arange(len(where))
+            self.latest.append(_plain("q", np.maximum.accumulate(lat)))
         self.block_max: list[list[float]] = []
         self.block_row: list[list[int]] = []
         for p in self.parts:
@@ -120,14 +131,14 @@ class _Run:
             self._mark_each(a, upto)
             return
         self.synced = upto
-        pos = self.inp.pos
+        latest = self.latest
         relevant = pf.relevant_symbols() if tracking else None
         if relevant:
             highs: dict[str, Decimal] = {}
             for i, sym in enumerate(self.syms):
                 if sym in relevant:
-                    r0 = bisect_left(pos[i], a)
-                    r1 = bisect_right(pos[i], upto) - 1
+                    r0 = (latest[i][a - 1] if a else -1) + 1
+                    r1 = latest[i][upto]
                     if r0 <= r1:
                         bm = self.block_max[i]
                         b = max(range(r0 // _BLOCK, r1 // _BLOCK + 1), key=bm.__getitem__)
@@ -139,8 +150,8 @@ class _Run:
                 self._mark_each(a, upto)
                 return
         for i in self.firsts:
-            r = bisect_right(pos[i], upto) - 1
-            if r >= 0 and pos[i][r] >= a:
+            r = latest[i][upto]
+            if r > (latest[i][a - 1] if a else -1):  # a candle of part i in the gap
                 pf.mark(self.syms[i], self.prices[i][self.cidx[i][r]])
 
     def _mark_each(self, a: int, upto: int) -> None:
@@ -155,7 +166,7 @@ class _Run:
         i = self.which[m]
         row = self.rows[m]
         band = self.bands[i]
-        if band is None or (self.lows[i][row] > band[0] and self.highs[i][row] < band[1]):
+        if band is None or (self.low_at[i][row] > band[0] and self.high_at[i][row] < band[1]):
             # flat, or the candle stays inside the probe window: the step only marks the close
             self.pf.mark(self.syms[i], self.prices[i][self.cidx[i][row]])
         elif self.can_exit[i]:
@@ -261,6 +272,15 @@ class _Run:
 
 
 _BOUND_ROOM = Decimal("1.000000000001")
+
+
+def _plain(code: str, values: Any) -> array[Any]:
+    """A NumPy column as a plain array ("d" float64 or "q" int64): one element read from
+    Python costs a fraction of a NumPy scalar's."""
+    out = array(code)
+    out.frombytes(np.ascontiguousarray(values, dtype=np.float64 if code == "d"
+                                       else np.int64).tobytes())
+    return out
 
 
 def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKernel],
