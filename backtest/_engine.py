@@ -77,7 +77,14 @@ from trading import (
     twin_of,
 )
 from trading.risk import RISK_STRATEGY, refused_by_open_breaker
-from trading.strategies import Arbitrage, BookKernel, CandleKernel, Strategy, plan_unwind
+from trading.strategies import (
+    Arbitrage,
+    BookKernel,
+    CandleKernel,
+    PositionKeeper,
+    Strategy,
+    plan_unwind,
+)
 
 from ._kernel_input import kernel_input
 from ._kernel_loop import run_kernels
@@ -412,8 +419,13 @@ class FastEngine:
             reason = self._risk.check_halt(utc_day=ts // (86400 * _NS))
             if reason is not None:
                 self._breaker = reason
-                # latched for the rest of the run: nothing reads the drawdown any more
+                # latched for the rest of the run: nothing reads the drawdown any more, and
+                # every strategy signal will be refused
                 self._pf.stop_drawdown_tracking()
+                for strat in self._by_name.values():
+                    keeper = getattr(strat, "keeper", None)
+                    if isinstance(keeper, PositionKeeper):
+                        keeper.refuse_everything()
                 out.warnings.append(f"circuit breaker tripped ({reason}) at sample {ts}: no new "
                                     "orders for the rest of the run")
                 self._apply_events(self._matcher.cancel_all(now=ts / _NS, reason=reason))

@@ -430,7 +430,13 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
             m = tp
         if m == inf:
             break
-        if risk is not None:
+        # After a trip (latched for the run) an event of candle-strategy visits alone needs
+        # no risk step: the strategies read no mark, their signals are refused without one,
+        # no exit can come out of this candle (it is no stop trigger), and the next event's
+        # sync brings the marks up to date (nothing tracks each candle's any more).
+        riskless = risk is None or (engine._breaker is not None and gp == m and sp != m
+                                    and hp != m and tp != m and cp != m)
+        if not riskless:
             run.sync(m - 1)
         if sp == m:  # a sample comes before the candle at its position
             mark_before(m)
@@ -460,7 +466,7 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
             else:
                 for g in waiting:
                     arm(g, m)
-        if risk is not None:
+        if not riskless:
             while stops[0][0] == m:
                 _, i, version = heapq.heappop(stops)
                 if version == versions[i]:
@@ -469,7 +475,7 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
             if pending:
                 schedule(m)
         if cands[0][0] != m and cp != m:  # (an execution above may have armed a gate at m)
-            if risk is not None:
+            if not riskless:
                 run.refresh_stops(m, retry)
                 retry.clear()
             continue
@@ -508,7 +514,7 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
                     schedule(m)
             if len(fills) != seen:
                 regate(m + 1, [])
-        if risk is not None:
+        if not riskless:
             run.refresh_stops(m, retry)
             retry.clear()
     if risk is not None:

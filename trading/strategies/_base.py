@@ -279,8 +279,8 @@ class PositionKeeper:
             0 disables expiry.
     """
 
-    __slots__ = ("_disorder", "_dust", "_intents", "_pairs", "_pending", "_timeout", "name",
-                 "positions")
+    __slots__ = ("_disorder", "_dust", "_intents", "_pairs", "_pending", "_refusing", "_timeout",
+                 "name", "positions")
 
     def __init__(
         self, name: str, pairs: Mapping[str, PairInfo], pending_timeout_s: Decimal | float = 0
@@ -297,6 +297,18 @@ class PositionKeeper:
         # then can an intent behind a live one be expired (expire's full sweep).
         self._disorder = False
         self._dust = {s: max(p.lot, p.ordermin) for s, p in pairs.items()}
+        self._refusing = False  # see refuse_everything()
+
+    def refuse_everything(self) -> None:
+        """Every signal from now on will be refused (a backtest whose breaker latched for the
+        rest of the run): while no intent is in flight, :meth:`signal` records none.
+
+        The refusal's ``on_order_closed`` releases the first intent without an order; with
+        none in flight that is the one just recorded, so recording nothing leaves the same
+        state for less work (a tripped backtest hears tens of thousands of refusals). With
+        older intents in flight, signals are recorded as usual.
+        """
+        self._refusing = True
 
     # ---- queries
 
@@ -334,11 +346,12 @@ class PositionKeeper:
     ) -> Signal:
         """Build a market signal and record it as a pending intent."""
         intents = self._intents
-        if intents and ts_recv < intents[-1].ts:
-            self._disorder = True
-        intents.append(_Intent(symbol, side, qty, ts_recv))
-        pending = self._pending
-        pending[symbol] = pending.get(symbol, 0) + 1
+        if intents or not self._refusing:
+            if intents and ts_recv < intents[-1].ts:
+                self._disorder = True
+            intents.append(_Intent(symbol, side, qty, ts_recv))
+            pending = self._pending
+            pending[symbol] = pending.get(symbol, 0) + 1
         return _new_signal(
             strategy=self.name,
             symbol=symbol,
