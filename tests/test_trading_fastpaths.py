@@ -165,6 +165,40 @@ def test_keeper_pending_counts_match_a_scan(steps: list[Any]) -> None:
             assert k.has_pending(s) == any(i.symbol == s for i in k._intents)
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["sig", "group", "fill", "expire"]),
+                          st.sampled_from(["A/B", "C/B"]),
+                          st.floats(min_value=0, max_value=100)), max_size=30),
+       st.integers(min_value=0, max_value=30))
+def test_a_refusing_keeper_ends_where_record_and_release_ends(steps: list[Any],
+                                                              trip: int) -> None:
+    # What the backtest engine does with each refused group: the signals, then one
+    # on_order_closed per signal. From ``trip`` on, one keeper refuses everything.
+    pairs = {s: PairInfo(symbol=s, base=s[0], quote="B") for s in ("A/B", "C/B")}
+    plain = PositionKeeper("s", pairs, pending_timeout_s=10)
+    refusing = PositionKeeper("s", pairs, pending_timeout_s=10)
+    for n, (op, sym, ts) in enumerate(steps):
+        if n == trip:
+            refusing.refuse_everything()
+        for k in (plain, refusing):
+            if op in ("sig", "group"):
+                legs = [k.signal(s, Side.BUY, D(1), price=D(1), reason="", ts_recv=ts)
+                        for s in ((sym,) if op == "sig" else ("A/B", "C/B"))]
+                if n >= trip:  # refused: released at once
+                    for _ in legs:
+                        k.on_order_closed("risk-rejected:breaker_open", D(0))
+            elif op == "fill":  # an order approved before the trip fills
+                k.on_fill(Fill(fill_id=f"f{n}", client_order_id=f"c{n}", strategy="s",
+                               symbol=sym, side=Side.BUY, price=D(1), qty=D(1), fee=D(0),
+                               fee_currency="B"))
+            else:
+                k.expire(ts)
+        assert [(i.symbol, i.remaining, i.ts, i.order_id) for i in refusing._intents] == \
+            [(i.symbol, i.remaining, i.ts, i.order_id) for i in plain._intents]
+        assert refusing._pending == plain._pending
+        assert refusing.positions == plain.positions
+
+
 # --------------------------------------------------------------------------- arbitrage
 
 
