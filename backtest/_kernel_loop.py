@@ -96,6 +96,7 @@ class _Run:
         self.high_at = [_plain("d", x) for x in self.highs]
         # latest[i][p]: the row of part i's last candle at or before merged position p (-1
         # before its first): what sync() asked bisect for at every event
+        self.first_at = [pos[0] for pos in self.inp.pos]  # each part's first merged position
         self.latest = []
         for where in self.inp.pos_np:
             lat = np.full(self.inp.n, -1, dtype=np.int64)
@@ -128,6 +129,11 @@ class _Run:
         pf = self.pf
         tracking = pf.tracks_drawdown  # off once the breaker latched: no mark can matter then
         if tracking and upto - a < _SHORT:
+            self._mark_each(a, upto)
+            return
+        if tracking and any(a <= first <= upto for first in self.first_at):
+            # A symbol's first candle in the gap can switch a rate to marks the bound below
+            # does not raise (``relevant`` is the marks read before it): mark each candle.
             self._mark_each(a, upto)
             return
         self.synced = upto

@@ -26,6 +26,8 @@ from config import load_settings
 from protocol.instruments import PairInfo
 from protocol.messages import CandleEvent
 from tests.conftest import FIXTURES, SHARED
+from trading.portfolio import Portfolio
+from trading.risk import RiskLimits
 from trading.strategies import SmaCross, SmaCrossConfig
 
 TRIANGLE = sorted(str(p) for p in (FIXTURES / "candles_triangle").glob("*.csv"))
@@ -231,3 +233,47 @@ def test_a_symbol_in_two_parts_takes_the_per_candle_loop() -> None:
                                    symbol="A/USD", interval_s=60)
     assert kernel_input(MergedCandles([a, a])) is None
     assert kernel_input([*a]) is None  # not the column store
+
+
+# --------------------------------------------------------------------------- first marks in a gap
+
+
+def _series(sym: str, price: Any, start: int = 0) -> list[CandleEvent]:
+    return [CandleEvent(symbol=sym, interval_s=60, open=price(i), high=price(i), low=price(i),
+                        close=price(i), volume=Decimal(1), ts_event_ns=i * 60 * 10**9)
+            for i in range(start, 30)]
+
+
+@pytest.mark.parametrize("btc_at_11", [Decimal(32000), Decimal(38000)],
+                         ids=["a-rate-path-appears", "the-old-path-peaks"])
+def test_a_symbol_first_seen_inside_a_skipped_gap_still_moves_the_high_water(
+        btc_at_11: Decimal) -> None:
+    # ETH is priced through ETH/BTC x BTC/USD until ETH/USDT's first candle (i = 12) switches
+    # it to ETH/USDT x USDT/USD, inside a gap the loop would skip: the high-water mark set by
+    # a candle of that gap (USDT/USD 1.2 at i = 15, or BTC/USD 38000 at i = 11) must still
+    # trip the drawdown breaker at the sample after it, as in the per-candle loop (a
+    # reviewer's finding; the bound only raised the marks read before the first candle).
+    data = {
+        "BTC/USD": _series("BTC/USD", lambda i: Decimal(35000) if i == 0
+                           else btc_at_11 if i == 11 else Decimal(32000)),
+        "ETH/BTC": _series("ETH/BTC", lambda i: Decimal("0.1")),
+        "USDT/USD": _series("USDT/USD", lambda i: Decimal("1.2")
+                            if i == 15 and btc_at_11 == 32000 else Decimal(1)),
+        "ETH/USDT": _series("ETH/USDT", lambda i: Decimal(3200), start=12),
+    }
+    pairs = {s: PairInfo(symbol=s, base=s.split("/")[0], quote=s.split("/")[1]) for s in data}
+
+    def run(kernels: bool) -> tuple[list[str], list[str]]:
+        table = PriceTable()
+        parts = [CandleColumns.from_candles(c, table, symbol=s, interval_s=60)
+                 for s, c in data.items()]
+        strat = SmaCross(SmaCrossConfig(fast=2, slow=3, notional=Decimal(10),
+                                        symbols=("BTC/USD",)), pairs)
+        engine = FastEngine([strat], pairs, Portfolio({"ETH": Decimal(1)}),
+                            risk_limits=RiskLimits(), equity_interval_s=600, kernels=kernels)
+        out = engine.run(MergedCandles(parts))
+        return out.warnings, [str(p.equity) for p in out.equity]
+
+    skipping, per_candle = run(True), run(False)
+    assert any("circuit breaker tripped (drawdown)" in w for w in per_candle[0])
+    assert skipping == per_candle
