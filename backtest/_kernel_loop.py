@@ -342,6 +342,44 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
         for g in waiting:
             arm(g, start)
 
+    started = max(run.first_at) if risk is not None else 0  # every symbol has a candle
+
+    def commute(kernel: CandleKernel) -> bool:
+        check = getattr(kernel, "refusals_commute", None)
+        return check is not None and bool(check())
+
+    def drain(barrier: int) -> None:
+        # Every candidate before ``barrier`` (the next execution or stop trigger: nothing
+        # before it can change a holding), gate after gate. After a trip every signal is
+        # refused and changes no strategy state, samples and book visits read none, and sizing
+        # re-observes the closes at its own row once every symbol has started: so the counts
+        # and every later decision are those of the time-ordered visits.
+        while cands[0][0] < barrier:
+            at, k, g, version = heapq.heappop(cands)
+            if version != gate_version[g]:
+                continue
+            _, i, ins, outs = gates[g]
+            active = outs if holding[g] else ins
+            j = bisect_left(active, at)
+            part = parts[i]
+            sym, prices, cidx, ts = part.symbol, part.table.prices, part.c, part.ts
+            act = acts[k]
+            while True:
+                row = rows[at]
+                history.at = at
+                sigs = act(sym, row, prices[cidx[row]], history)
+                if sigs:
+                    queue(sigs, ts[row] / _NS)
+                if sym in pending:
+                    deferred.setdefault(i, []).append(g)
+                    break
+                j += 1
+                if j == len(active) or active[j] >= barrier:
+                    if j < len(active):
+                        heapq.heappush(cands, (active[j], k, g, gate_version[g]))
+                    break
+                at = active[j]
+
     # A gate whose visit queued orders for its symbol arms again only after they execute, at
     # the symbol's next row (no row of it comes between): its holding may change there, and
     # an entry armed meanwhile would only go stale.
@@ -442,6 +480,10 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
         # sync brings the marks up to date (nothing tracks each candle's any more).
         riskless = risk is None or (engine._breaker is not None and gp == m and sp != m
                                     and hp != m and tp != m and cp != m)
+        if risk is not None and riskless and m >= started and pending.keys() <= scheduled \
+                and all(commute(kernel) for kernel in kernels):
+            drain(min(hp, tp))
+            continue
         if not riskless:
             run.sync(m - 1)
         if sp == m:  # a sample comes before the candle at its position

@@ -277,3 +277,76 @@ def test_a_symbol_first_seen_inside_a_skipped_gap_still_moves_the_high_water(
     skipping, per_candle = run(True), run(False)
     assert any("circuit breaker tripped (drawdown)" in w for w in per_candle[0])
     assert skipping == per_candle
+
+
+# --------------------------------------------------------------------------- after a trip
+
+
+def _walk(seed: int, symbol: str, start: Decimal) -> list[CandleEvent]:
+    # a random walk with a slide in the middle (the drawdown trip), 1-minute candles
+    rng = random.Random(seed)
+    out, price, cent = [], start, Decimal("0.01")
+    for i in range(720):
+        step = Decimal(rng.randint(-40, 40)) / 10000 - (Decimal("0.0012") if 200 <= i < 320
+                                                        else 0)
+        close = max(cent, (price * (1 + step)).quantize(cent))
+        out.append(CandleEvent(symbol=symbol, interval_s=60, open=price, close=close,
+                               high=(max(price, close) * Decimal("1.001")).quantize(cent),
+                               low=(min(price, close) * Decimal("0.999")).quantize(cent),
+                               volume=Decimal(1), ts_event_ns=i * 60 * 10**9))
+        price = close
+    return out
+
+
+@pytest.mark.parametrize("seed", [11, 43, 47])
+def test_after_a_trip_refused_candidates_taken_symbol_by_symbol_change_nothing(
+        monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+    # After the breaker latched the skipping loop takes each symbol's candidates in a run up
+    # to the next execution or stop trigger (every signal is refused); risk's stop-loss exits
+    # after the trip switch strategies from exit to entry candidates in between. These seeds
+    # have such exits; taking the candidates past them changes the output.
+    from trading.strategies import MeanReversion, MeanReversionConfig, Momentum, MomentumConfig
+    from trading.strategies._kernel import LongOnlyGate
+
+    data = {"BTC/USDT": _walk(seed, "BTC/USDT", Decimal(100)),
+            "ETH/USDT": _walk(seed + 1000, "ETH/USDT", Decimal(50))}
+    pairs = {s: PairInfo(symbol=s, base=s.split("/")[0], quote="USDT", lot_decimals=6)
+             for s in data}
+    runs: list[int] = []
+    real = LongOnlyGate.refusals_commute
+
+    def spy(self: LongOnlyGate) -> bool:
+        runs.append(1)
+        return real(self)
+
+    monkeypatch.setattr(LongOnlyGate, "refusals_commute", spy)
+
+    def run(kernels: bool) -> tuple[Any, ...]:
+        table = PriceTable()
+        parts = [CandleColumns.from_candles(c, table, symbol=s, interval_s=60)
+                 for s, c in data.items()]
+        notional = Decimal(200)
+        strategies: list[Any] = [
+            Momentum(MomentumConfig(lookback=2, entry_threshold=Decimal("0.0005"),
+                                    exit_threshold=Decimal("0.0002"), notional=notional,
+                                    notional_currency="USDT"), pairs),
+            MeanReversion(MeanReversionConfig(window=5, entry_sd=Decimal("0.5"),
+                                              notional=notional, notional_currency="USDT"),
+                          pairs)]
+        limits = RiskLimits(max_drawdown=Decimal("0.03"), stop_loss_pct=Decimal("0.004"),
+                            take_profit_pct=Decimal("0.006"))
+        out = FastEngine(strategies, pairs, Portfolio({"USDT": Decimal(1000)}),
+                         risk_limits=limits, equity_interval_s=300, kernels=kernels
+                         ).run(MergedCandles(parts))
+        return (out.warnings, [str(p.equity) for p in out.equity], trade_log_bytes(out.fills),
+                sorted(out.risk_rejections.items()))
+
+    skipping = run(True)
+    assert runs, "the refused candidates were never taken in runs"
+    per_candle = run(False)
+    (trip,) = [w for w in skipping[0] if "circuit breaker tripped" in w]
+    at = int(trip.split("at sample ")[1].split(":")[0])
+    assert any(line.split(b",")[2] == b"risk" and int(line.split(b",")[-1]) > at
+               for line in skipping[2].splitlines()[1:])  # a stop-loss exit after the trip
+    assert dict(skipping[3]).get("breaker_open", 0) > 100
+    assert skipping == per_candle

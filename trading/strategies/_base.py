@@ -310,6 +310,12 @@ class PositionKeeper:
         """
         self._refusing = True
 
+    @property
+    def refuses_silently(self) -> bool:
+        """Refusing everything, and every intent in flight is bound to its order: a refused
+        signal's release then takes the signal's own intent, so it changes nothing here."""
+        return self._refusing and all(i.order_id is not None for i in self._intents)
+
     # ---- queries
 
     def position(self, symbol: str) -> Decimal:

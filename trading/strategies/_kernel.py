@@ -128,6 +128,12 @@ class LongOnlyGate:
     def holds(self, symbol: str) -> bool:
         return self._keeper.is_long(symbol)
 
+    def refusals_commute(self) -> bool:
+        """True while every signal will be refused and none is in flight (a backtest whose
+        breaker latched): a decision then changes nothing but what later sizing re-observes,
+        so the loop may take each symbol's candidates in a run, symbol after symbol."""
+        return self._keeper.refuses_silently
+
 
 def positive_samples(ticks: TickColumn) -> tuple[TickColumn, TickColumn | None]:
     """The ticks a strategy samples (close > 0: ``on_market`` skips the others) and their rows
