@@ -62,6 +62,7 @@ _ONE = Decimal(1)
 _BLOCK = 32  # rows per block of the close maxima behind the equity bound
 _STOP_MARGIN = 1e-9  # the stop search's float room: it may visit a candle too many, never miss
 _SHORT = 4  # fewer skipped candles than this are marked one by one (cheaper than the bound)
+_LATEST_MAX = 1 << 24  # entries of _Run.latest (4 bytes each: 64 MB)
 
 
 class _Run:
@@ -94,14 +95,17 @@ class _Run:
         # the same as plain arrays: one element read from Python costs a fraction
         self.low_at = [_plain("d", x) for x in self.lows]
         self.high_at = [_plain("d", x) for x in self.highs]
-        # latest[i][p]: the row of part i's last candle at or before merged position p (-1
-        # before its first): what sync() asked bisect for at every event
         self.first_at = [pos[0] for pos in self.inp.pos]  # each part's first merged position
-        self.latest = []
-        for where in self.inp.pos_np:
-            lat = np.full(self.inp.n, -1, dtype=np.int64)
-            lat[where] = np.arange(len(where))
-            self.latest.append(_plain("q", np.maximum.accumulate(lat)))
+        # latest[i][p]: the row of part i's last candle at or before merged position p (-1
+        # before its first), what sync() would bisect for at every event; 4 bytes per symbol
+        # and candle, so only up to _LATEST_MAX entries (else bisect, None here)
+        self.latest: list[array[int]] | None = None
+        if len(self.parts) * self.inp.n <= _LATEST_MAX:
+            self.latest = []
+            for where in self.inp.pos_np:
+                lat = np.full(self.inp.n, -1, dtype=np.int32)
+                lat[where] = np.arange(len(where), dtype=np.int32)
+                self.latest.append(_plain("i", np.maximum.accumulate(lat)))
         self.block_max: list[list[float]] = []
         self.block_row: list[list[int]] = []
         for p in self.parts:
@@ -138,13 +142,19 @@ class _Run:
             return
         self.synced = upto
         latest = self.latest
+        if latest is not None:
+            before = [t[a - 1] for t in latest] if a else [-1] * len(latest)
+            last = [t[upto] for t in latest]
+        else:
+            before = [bisect_left(p, a) - 1 for p in self.inp.pos]
+            last = [bisect_right(p, upto) - 1 for p in self.inp.pos]
         relevant = pf.relevant_symbols() if tracking else None
         if relevant:
             highs: dict[str, Decimal] = {}
             for i, sym in enumerate(self.syms):
                 if sym in relevant:
-                    r0 = (latest[i][a - 1] if a else -1) + 1
-                    r1 = latest[i][upto]
+                    r0 = before[i] + 1
+                    r1 = last[i]
                     if r0 <= r1:
                         bm = self.block_max[i]
                         b = max(range(r0 // _BLOCK, r1 // _BLOCK + 1), key=bm.__getitem__)
@@ -156,8 +166,8 @@ class _Run:
                 self._mark_each(a, upto)
                 return
         for i in self.firsts:
-            r = latest[i][upto]
-            if r > (latest[i][a - 1] if a else -1):  # a candle of part i in the gap
+            r = last[i]
+            if r > before[i]:  # a candle of part i in the gap
                 pf.mark(self.syms[i], self.prices[i][self.cidx[i][r]])
 
     def _mark_each(self, a: int, upto: int) -> None:
@@ -281,11 +291,11 @@ _BOUND_ROOM = Decimal("1.000000000001")
 
 
 def _plain(code: str, values: Any) -> array[Any]:
-    """A NumPy column as a plain array ("d" float64 or "q" int64): one element read from
-    Python costs a fraction of a NumPy scalar's."""
+    """A NumPy column as a plain array ("d" float64, "q" int64, "i" int32): one element read
+    from Python costs a fraction of a NumPy scalar's."""
     out = array(code)
-    out.frombytes(np.ascontiguousarray(values, dtype=np.float64 if code == "d"
-                                       else np.int64).tobytes())
+    dtype = {"d": np.float64, "q": np.int64, "i": np.int32}[code]
+    out.frombytes(np.ascontiguousarray(values, dtype=dtype).tobytes())
     return out
 
 
@@ -343,6 +353,10 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
             arm(g, start)
 
     started = max(run.first_at) if risk is not None else 0  # every symbol has a candle
+    # A close <= 0 is no sample: sizing keeps the rate it saw last, which the visiting order
+    # would decide, so the runs below need every close positive.
+    if not all(bool((ticks > 0).all()) for ticks, _ in inp.ticks):
+        started = n + 1
 
     def commute(kernel: CandleKernel) -> bool:
         check = getattr(kernel, "refusals_commute", None)
@@ -514,6 +528,9 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
             else:
                 for g in waiting:
                     arm(g, m)
+                if risk is not None:
+                    # a refused exit is no longer in flight: this candle's step may emit it
+                    run.refresh_stops(m, retry)
         if not riskless:
             while stops[0][0] == m:
                 _, i, version = heapq.heappop(stops)
