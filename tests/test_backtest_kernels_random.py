@@ -36,18 +36,22 @@ from trading.strategies import (
 )
 
 D = Decimal
+_SLIDE = D("0.0015")  # a minute, while the market slides
 _STARTS = {"BTC/USD": D(100), "ETH/BTC": D("0.5"), "ETH/USD": D(50), "XRP/USDT": D(2),
            "USDT/USD": D(1)}
 
 
 def _walk(rng: random.Random, symbol: str, start: Decimal, n: int, first: int,
-          slide: tuple[int, int]) -> list[CandleEvent]:
+          sliding: tuple[int, int], *, slide: Decimal = _SLIDE,
+          gaps: float = 0.1) -> list[CandleEvent]:
+    """1-minute candles of a random walk that slides by ``slide`` a minute in ``sliding``
+    (the drawdown trip), with a share ``gaps`` of them missing."""
     out, price = [], start
     tick = D("0.0001") if start < 1 else D("0.01")
     for i in range(first, n):
-        if rng.random() < 0.1:
+        if gaps and rng.random() < gaps:
             continue  # a missing candle
-        step = D(rng.randint(-40, 40)) / 10000 - (D("0.0015") if slide[0] <= i < slide[1] else 0)
+        step = D(rng.randint(-40, 40)) / 10000 - (slide if sliding[0] <= i < sliding[1] else 0)
         close = max(tick, (price * (1 + step)).quantize(tick))
         out.append(CandleEvent(symbol=symbol, interval_s=60, open=price, close=close,
                                high=(max(price, close) * D("1.001")).quantize(tick),
@@ -141,3 +145,58 @@ def test_a_rate_symbol_closing_at_zero_after_a_trip_keeps_time_order() -> None:
     assert any("circuit breaker tripped" in w for w in runs[1][0])
     assert dict(runs[1][3]).get("breaker_open") == 2
     assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("seed", [11, 43, 47])
+def test_after_a_trip_refused_candidates_taken_symbol_by_symbol_change_nothing(
+        monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+    # After the breaker latched the skipping loop takes each symbol's candidates in a run up
+    # to the next execution or stop trigger (every signal is refused); risk's stop-loss exits
+    # after the trip switch strategies from exit to entry candidates in between. These seeds
+    # have such exits; taking the candidates past them changes the output.
+    from trading.strategies._kernel import LongOnlyGate
+
+    data = {sym: _walk(random.Random(seed + offset), sym, start, 720, 0, (200, 320),
+                       slide=Decimal("0.0012"), gaps=0.0)
+            for sym, start, offset in (("BTC/USDT", Decimal(100), 0),
+                                       ("ETH/USDT", Decimal(50), 1000))}
+    pairs = {s: PairInfo(symbol=s, base=s.split("/")[0], quote="USDT", lot_decimals=6)
+             for s in data}
+    runs: list[int] = []
+    real = LongOnlyGate.refusals_commute
+
+    def spy(self: LongOnlyGate) -> bool:
+        runs.append(1)
+        return real(self)
+
+    monkeypatch.setattr(LongOnlyGate, "refusals_commute", spy)
+
+    def run(kernels: bool) -> tuple[Any, ...]:
+        table = PriceTable()
+        parts = [CandleColumns.from_candles(c, table, symbol=s, interval_s=60)
+                 for s, c in data.items()]
+        notional = Decimal(200)
+        strategies: list[Any] = [
+            Momentum(MomentumConfig(lookback=2, entry_threshold=Decimal("0.0005"),
+                                    exit_threshold=Decimal("0.0002"), notional=notional,
+                                    notional_currency="USDT"), pairs),
+            MeanReversion(MeanReversionConfig(window=5, entry_sd=Decimal("0.5"),
+                                              notional=notional, notional_currency="USDT"),
+                          pairs)]
+        limits = RiskLimits(max_drawdown=Decimal("0.03"), stop_loss_pct=Decimal("0.004"),
+                            take_profit_pct=Decimal("0.006"))
+        out = FastEngine(strategies, pairs, Portfolio({"USDT": Decimal(1000)}),
+                         risk_limits=limits, equity_interval_s=300, kernels=kernels
+                         ).run(MergedCandles(parts))
+        return (out.warnings, [str(p.equity) for p in out.equity], trade_log_bytes(out.fills),
+                sorted(out.risk_rejections.items()))
+
+    skipping = run(True)
+    assert runs, "the refused candidates were never taken in runs"
+    per_candle = run(False)
+    (trip,) = [w for w in skipping[0] if "circuit breaker tripped" in w]
+    at = int(trip.split("at sample ")[1].split(":")[0])
+    assert any(line.split(b",")[2] == b"risk" and int(line.split(b",")[-1]) > at
+               for line in skipping[2].splitlines()[1:])  # a stop-loss exit after the trip
+    assert dict(skipping[3]).get("breaker_open", 0) > 100
+    assert skipping == per_candle
