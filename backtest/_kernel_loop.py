@@ -29,6 +29,14 @@ loops give byte-identical trade logs, equity curves and rejections
 ``Portfolio.max_drawdown`` (a paper-mode figure; backtest reports measure drawdown on the
 equity samples) is the one thing not tracked across skipped candles.
 Candles and books are built only at events, from the columns.
+
+After the breaker trips (latched for the rest of a backtest) every strategy signal is refused
+and nothing reads the drawdown: the portfolio stops tracking it, an event of candle-strategy
+visits alone skips the risk step, and once every keeper refuses with only order-bound intents
+in flight (and every close is positive), the candidates up to the next execution or stop
+trigger are taken symbol by symbol in runs (``drain``), the refusals being all they yield
+(``tests/test_backtest_kernels_random.py`` holds both loops to the same output on random
+markets with exits after a trip).
 """
 
 from __future__ import annotations
