@@ -47,14 +47,14 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from protocol.messages import BookEvent
 from trading.strategies import BookKernel, CandleKernel
 
-from ._kernel_input import History, KernelInput, Timeline, positions
+from ._kernel_input import History, KernelInput, Timeline, plain_array, positions
 
 if TYPE_CHECKING:
     from ._engine import FastEngine
@@ -101,8 +101,8 @@ class _Run:
         self.lows = [p.floats("lo") for p in self.parts]  # NumPy: the stop search's slices
         self.highs = [p.floats("h") for p in self.parts]
         # the same as plain arrays: one element read from Python costs a fraction
-        self.low_at = [_plain("d", x) for x in self.lows]
-        self.high_at = [_plain("d", x) for x in self.highs]
+        self.low_at = [plain_array("d", x) for x in self.lows]
+        self.high_at = [plain_array("d", x) for x in self.highs]
         self.first_at = [pos[0] for pos in self.inp.pos]  # each part's first merged position
         # latest[i][p]: the row of part i's last candle at or before merged position p (-1
         # before its first), what sync() would bisect for at every event; 4 bytes per symbol
@@ -113,7 +113,7 @@ class _Run:
             for where in self.inp.pos_np:
                 lat = np.full(self.inp.n, -1, dtype=np.int32)
                 lat[where] = np.arange(len(where), dtype=np.int32)
-                self.latest.append(_plain("i", np.maximum.accumulate(lat)))
+                self.latest.append(plain_array("i", np.maximum.accumulate(lat)))
         self.block_max: list[list[float]] = []
         self.block_row: list[list[int]] = []
         for p in self.parts:
@@ -296,15 +296,6 @@ class _Run:
 
 
 _BOUND_ROOM = Decimal("1.000000000001")
-
-
-def _plain(code: str, values: Any) -> array[Any]:
-    """A NumPy column as a plain array ("d" float64, "q" int64, "i" int32): one element read
-    from Python costs a fraction of a NumPy scalar's."""
-    out = array(code)
-    dtype = {"d": np.float64, "q": np.int64, "i": np.int32}[code]
-    out.frombytes(np.ascontiguousarray(values, dtype=dtype).tobytes())
-    return out
 
 
 def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKernel],
