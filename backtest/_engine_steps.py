@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from decimal import Decimal
 
-from protocol.messages import BookEvent, BookLevel, CandleEvent, Fill
+from protocol.messages import BookEvent, CandleEvent, Fill
 from trading import Portfolio, RiskLimits, fast_constructor
 
 from ._result import EquityPoint
+from ._synthetic import synthetic_book
 
 __all__ = ["EngineOutput", "close_book", "open_book", "sample_equity", "stop_probe_prices"]
 
@@ -48,16 +49,14 @@ def open_book(c: CandleEvent, buy_mult: Decimal, sell_mult: Decimal, slip: bool)
         ask, bid = o * buy_mult, o * sell_mult
     else:
         ask = bid = o
-    return BookEvent(symbol=c.symbol, bids=(BookLevel(bid, _DEPTH),),
-                     asks=(BookLevel(ask, _DEPTH),), ts_event_ns=c.ts_event_ns, synthetic=True)
+    return synthetic_book(c, bid, ask, _DEPTH)
 
 
 def close_book(c: CandleEvent, bid_mult: Decimal, ask_mult: Decimal) -> BookEvent:
-    """The synthetic book book-driven strategies see: around the close, depth = volume."""
+    """The synthetic book book-driven strategies see: around the close, depth = volume (built
+    through the twin classes, as the fast path does: the actor replay builds one per candle)."""
     close = c.close
-    return BookEvent(symbol=c.symbol, bids=(BookLevel(close * bid_mult, c.volume),),
-                     asks=(BookLevel(close * ask_mult, c.volume),),
-                     ts_event_ns=c.ts_event_ns, synthetic=True)
+    return synthetic_book(c, close * bid_mult, close * ask_mult, c.volume)
 
 
 def stop_probe_prices(pf: Portfolio, limits: RiskLimits | None, c: CandleEvent
