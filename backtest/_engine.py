@@ -54,7 +54,6 @@ from operator import attrgetter
 from protocol.instruments import PairInfo
 from protocol.messages import (
     BookEvent,
-    BookLevel,
     CandleEvent,
     Fill,
     OrderCancelled,
@@ -74,7 +73,6 @@ from trading import (
     RiskEngine,
     RiskLimits,
     fast_constructor,
-    twin_of,
 )
 from trading.risk import RISK_STRATEGY, refused_by_open_breaker
 from trading.strategies import (
@@ -106,10 +104,7 @@ _BPS = Decimal(10_000)
 _DEPTH = Decimal("1e18")  # "unlimited" depth of the next-open book (no volume cap)
 _TS = attrgetter("ts_event_ns")
 _CLOSED = (OrderRejected, OrderCancelled)
-_NEW = object.__new__
-_LevelTwin = twin_of(BookLevel)
 _new_order = fast_constructor(OrderRequest)
-_BookTwin = twin_of(BookEvent)
 
 
 class FastEngine:
