@@ -89,7 +89,7 @@ from protocol.messages import (
     signal_groups,
 )
 from trading import ClientOrderIds, Portfolio, RiskEngine, RiskLimits
-from trading.strategies import Arbitrage, Strategy
+from trading.strategies import Arbitrage, Strategy, quiet
 
 from ._candle_broker import CandleBroker
 from ._engine import EngineOutput, close_book, sample_equity, stop_probe_prices
@@ -276,9 +276,7 @@ class ActorEngine:
             raise ValueError(f"market_lanes must be 'mailbox' or 'memory', not {market_lanes!r}")
         self._lane_kind = market_lanes
         self._strategies = list(strategies)
-        for s in self._strategies:
-            if hasattr(s, "explain"):  # as the fast path: a backtest reads no signal's reason
-                s.explain = False
+        quiet(self._strategies)  # as the fast path: a backtest reads no reason
         self._pairs = dict(pairs)
         self._pf = portfolio
         self._limits = risk_limits

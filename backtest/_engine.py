@@ -82,8 +82,10 @@ from trading.strategies import (
     PositionKeeper,
     Strategy,
     plan_unwind,
+    quiet,
 )
 
+from ._engine_steps import _DEPTH as _DEPTH
 from ._engine_steps import EngineOutput, close_book, open_book, sample_equity, stop_probe_prices
 from ._kernel_input import kernel_input
 from ._kernel_loop import run_kernels
@@ -101,7 +103,6 @@ _NS = 1_000_000_000
 _ZERO = Decimal(0)
 _ONE = Decimal(1)
 _BPS = Decimal(10_000)
-_DEPTH = Decimal("1e18")  # "unlimited" depth of the next-open book (no volume cap)
 _TS = attrgetter("ts_event_ns")
 _CLOSED = (OrderRejected, OrderCancelled)
 _new_order = fast_constructor(OrderRequest)
@@ -153,9 +154,7 @@ class FastEngine:
             portfolio.stop_drawdown_tracking()
         self._limits = risk_limits
         self._by_name: dict[str, Strategy] = {s.name: s for s in strategies}
-        for s in strategies:
-            if hasattr(s, "explain"):  # no reason is read here; their figures cost 10% of a run
-                s.explain = False
+        quiet(strategies)
         self._candle_strats = [s for s in strategies if not isinstance(s, Arbitrage)]
         self._book_strats = [s for s in strategies if isinstance(s, Arbitrage)]
         slip = slippage_bps / _BPS

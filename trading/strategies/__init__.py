@@ -11,6 +11,7 @@ from ._base import PositionKeeper as PositionKeeper
 from ._base import Strategy as Strategy
 from ._base import StrategyConfigError as StrategyConfigError
 from ._base import event_price as event_price
+from ._base import quiet as quiet
 from ._base import size_order as size_order
 from ._kernel import BookKernel as BookKernel
 from ._kernel import BookTimeline as BookTimeline

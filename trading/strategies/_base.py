@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from collections import deque
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Protocol, TypeVar
 
@@ -55,6 +55,7 @@ __all__ = [
     "StrategyConfigError",
     "event_price",
     "parse_config",
+    "quiet",
     "resolve_symbols",
     "size_order",
     "split_symbol",
@@ -101,6 +102,14 @@ class Strategy(Protocol):
     def on_fill(self, fill: Fill) -> None: ...
 
     def on_order_closed(self, client_order_id: str, filled_qty: Decimal) -> None: ...
+
+
+def quiet(strategies: Iterable[object]) -> None:
+    """Turn ``explain`` off on every strategy that has one (see :class:`Strategy`): what a
+    backtest does, since it reads no signal's reason and their figures cost a tenth of a run."""
+    for s in strategies:
+        if hasattr(s, "explain"):
+            s.explain = False
 
 
 # --------------------------------------------------------------------------- prices
