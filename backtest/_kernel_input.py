@@ -86,7 +86,9 @@ class History:
         return [prices[c[r]] for r in range(lo, hi)]
 
     def latest_closes(self) -> list[tuple[str, Decimal]]:
-        at = self.at
+        return self.latest_closes_at(self.at)
+
+    def latest_closes_at(self, at: int) -> list[tuple[str, Decimal]]:
         out = []
         for sym, pos, prices, c in self.sources:
             r = bisect_right(pos, at) - 1
@@ -137,3 +139,17 @@ def plain_array(code: str, values: Any) -> array[Any]:
 def positions(where: Any) -> array[int]:
     """An int64 NumPy array as a plain array (bisect on it is cheap)."""
     return plain_array("q", where)
+
+
+def first_reach(lows: Any, highs: Any, r: int, lo: float, hi: float) -> int | None:
+    """The first row from ``r`` whose low is at or below ``lo`` or whose high is at or above
+    ``hi`` (NumPy float columns), searched in growing slices; None if none does."""
+    n = len(lows)
+    k = 64
+    while r < n:
+        e = min(n, r + k)
+        hit = (lows[r:e] <= lo) | (highs[r:e] >= hi)
+        if hit.any():
+            return r + int(hit.argmax())
+        r, k = e, k * 4
+    return None

@@ -35,6 +35,7 @@ and nothing reads the drawdown: the portfolio stops tracking it, an event of can
 visits alone skips the risk step, and once every keeper refuses with only order-bound intents
 in flight (and every close is positive), the candidates up to the next execution or stop
 trigger are taken symbol by symbol in runs (``drain``), the refusals being all they yield
+(counted a run at once by the kernels that offer ``refused_signals``)
 (``tests/test_backtest_kernels_random.py`` holds both loops to the same output on random
 markets with exits after a trip).
 """
@@ -54,7 +55,7 @@ import numpy as np
 from protocol.messages import BookEvent
 from trading.strategies import BookKernel, CandleKernel
 
-from ._kernel_input import History, KernelInput, Timeline, plain_array, positions
+from ._kernel_input import History, KernelInput, Timeline, first_reach, plain_array, positions
 
 if TYPE_CHECKING:
     from ._engine import FastEngine
@@ -255,21 +256,9 @@ class _Run:
             if not self.can_exit[i]:
                 continue  # no exit can come out of the risk step (RiskEngine.on_market)
             pos = self.inp.pos[i]
-            r = self._search(i, bisect_right(pos, m), *band)
+            r = first_reach(self.lows[i], self.highs[i], bisect_right(pos, m), *band)
             if r is not None:
                 heapq.heappush(self.stops, (pos[r], i, self.stop_version[i]))
-
-    def _search(self, i: int, r: int, lo: float, hi: float) -> int | None:
-        lows, highs = self.lows[i], self.highs[i]
-        n = len(lows)
-        k = 64
-        while r < n:
-            e = min(n, r + k)
-            hit = (lows[r:e] <= lo) | (highs[r:e] >= hi)
-            if hit.any():
-                return r + int(hit.argmax())
-            r, k = e, k * 4
-        return None
 
     # ------------------------------------------------------------------ books
 
@@ -376,6 +365,17 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
             j = bisect_left(active, at)
             part = parts[i]
             sym, prices, cidx, ts = part.symbol, part.table.prices, part.c, part.ts
+            count = counts[k]
+            if count is not None and sym not in pending:
+                # the run's refusals counted at once (each visit's signals are its groups)
+                e = bisect_left(active, barrier, j)
+                run_at = active[j:e]
+                refused = count(sym, [prices[cidx[rows[a]]] for a in run_at], run_at, history)
+                if refused:
+                    rejections["breaker_open"] = rejections.get("breaker_open", 0) + refused
+                if e < len(active):
+                    heapq.heappush(cands, (active[e], k, g, gate_version[g]))
+                continue
             act = acts[k]
             while True:
                 row = rows[at]
@@ -429,6 +429,9 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
     heap: list[tuple[int, int]] = []  # (merged position of the next open, part)
     queue = engine._queue
     acts = [k.act for k in kernels]
+    # a kernel's refusals over a run of candidates, counted without visiting each (None: visit)
+    counts = [getattr(k, "refused_signals", None) for k in kernels]
+    rejections = out.risk_rejections
     book_acts = [k.act for k in book_kernels]
     last = out.last_candles
     firsts = run.firsts

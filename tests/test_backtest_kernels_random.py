@@ -147,6 +147,37 @@ def test_a_rate_symbol_closing_at_zero_after_a_trip_keeps_time_order() -> None:
     assert runs[0] == runs[1]
 
 
+def test_refusals_counted_in_runs_size_each_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    # After the trip every minute is a momentum entry on XRP/BTC (sized in USD through
+    # BTC/USD) and ETH/USD, and sizing finds the entry below ordermin once the price has risen
+    # far enough: the runs counted at once must count only the sized ones, as visiting does.
+    def candles(symbol: str, closes: dict[int, Decimal]) -> list[CandleEvent]:
+        return [CandleEvent(symbol=symbol, interval_s=60, open=c, high=c, low=c, close=c,
+                            volume=D(1), ts_event_ns=m * 60 * 10**9)
+                for m, c in sorted(closes.items())]
+
+    counted = _spy_refusal_counts(monkeypatch)
+    btc = {m: D(100) for m in range(10)} | {m: D(50) for m in range(10, 18)}
+    btc |= {m: D(33 + m) for m in range(18, 60)}  # 51 .. 92
+    eth = {m: D(50) for m in range(18)} | {m: D(32 + m) for m in range(18, 60)}
+    xrp = {m: D("0.001") for m in range(18)} | {m: D("0.001") + D(m) / 10**6
+                                                 for m in range(18, 60)}
+    data = {"BTC/USD": candles("BTC/USD", btc), "ETH/USD": candles("ETH/USD", eth),
+            "XRP/BTC": candles("XRP/BTC", xrp)}
+    pairs = {s: PairInfo(symbol=s, base=s.split("/")[0], quote=s.split("/")[1],
+                         lot_decimals=4) for s in data}
+    pairs["XRP/BTC"] = PairInfo(symbol="XRP/BTC", base="XRP", quote="BTC", ordermin=D(1500))
+    pairs["ETH/USD"] = PairInfo(symbol="ETH/USD", base="ETH", quote="USD", lot_decimals=4,
+                                ordermin=D("1.5"))
+    runs = [_run(data, pairs, [Momentum(MomentumConfig(
+        symbols=("ETH/USD", "XRP/BTC"), lookback=1, entry_threshold=D(0), notional=D(100)),
+        pairs)], RiskLimits(), 300, {"USD": D(1000), "BTC": D(10)}, kernels)
+        for kernels in (True, False)]
+    assert any("circuit breaker tripped" in w for w in runs[1][0])
+    assert runs[0] == runs[1]
+    assert any(0 < n < rows for n, rows in counted), counted
+
+
 @pytest.mark.parametrize("seed", [11, 43, 47])
 def test_after_a_trip_refused_candidates_taken_symbol_by_symbol_change_nothing(
         monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
@@ -170,6 +201,7 @@ def test_after_a_trip_refused_candidates_taken_symbol_by_symbol_change_nothing(
         return real(self)
 
     monkeypatch.setattr(LongOnlyGate, "refusals_commute", spy)
+    counted = _spy_refusal_counts(monkeypatch)
 
     def run(kernels: bool) -> tuple[Any, ...]:
         table = PriceTable()
@@ -199,4 +231,24 @@ def test_after_a_trip_refused_candidates_taken_symbol_by_symbol_change_nothing(
     assert any(line.split(b",")[2] == b"risk" and int(line.split(b",")[-1]) > at
                for line in skipping[2].splitlines()[1:])  # a stop-loss exit after the trip
     assert dict(skipping[3]).get("breaker_open", 0) > 100
+    assert any(n for n, _ in counted), "no run of refusals was counted at once"
     assert skipping == per_candle
+
+
+def _spy_refusal_counts(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """Record (refusals counted, candidates) of every run the skipping loop counts at once."""
+    from trading.strategies.mean_reversion import _MeanReversionKernel
+    from trading.strategies.momentum import _MomentumKernel
+
+    counted: list[tuple[int, int]] = []
+    for cls in (_MomentumKernel, _MeanReversionKernel):
+        real = cls.refused_signals
+
+        def spy(self: Any, symbol: str, closes: Any, positions: Any, history: Any,
+                _real: Any = real) -> int:
+            n: int = _real(self, symbol, closes, positions, history)
+            counted.append((n, len(closes)))
+            return n
+
+        monkeypatch.setattr(cls, "refused_signals", spy)
+    return counted

@@ -99,6 +99,9 @@ class _History:
     def latest_closes(self) -> list[tuple[str, Decimal]]:
         return [(SYM, self._closes[self.at])]
 
+    def latest_closes_at(self, position: int) -> list[tuple[str, Decimal]]:
+        return [(SYM, self._closes[position])]
+
 
 def _fill(sig: Signal, n: int) -> Fill:
     return Fill(fill_id=str(n), client_order_id=str(n), strategy=sig.strategy, symbol=sig.symbol,
@@ -354,3 +357,53 @@ def test_kernel_loop_equals_per_candle_loop_on_the_full_files(
     kernels, per_candle = _both(monkeypatch, "--data", *FULL, *_args(name))
     assert len(kernels.fills) > 1000
     _assert_same(kernels, per_candle)
+
+
+# --------------------------------------------------------------------------- counted refusals
+
+
+def kernel_refusals_commute(s: Strategy) -> bool:
+    kernel = s.candle_kernel()
+    return kernel is not None and kernel.refusals_commute()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("kind", ["momentum", "mean_reversion"])
+@pytest.mark.parametrize("seed", range(6))
+def test_refusals_counted_at_once_match_the_visits(kind: str, seed: int) -> None:
+    # After a backtest's trip the skipping loop counts a run of refused candidates with
+    # refused_signals instead of calling act() on each: the same number of signals, flat
+    # (sizing at ordermin 1 refuses the entries above 100) and long, and none while an intent
+    # is in flight.
+    pairs = {SYM: PairInfo(symbol=SYM, base="X", quote="USD", ordermin=D(1))}
+    cfg = (MOMENTUM_CONFIGS if kind == "momentum" else MEAN_REVERSION_CONFIGS)[seed % 5]
+    closes = _data(seed)
+    counted = []
+    for state in ("flat", "long", "pending"):
+        s: Strategy = (Momentum(MomentumConfig(notional=D(100), **cfg), pairs)
+                       if kind == "momentum" else
+                       MeanReversion(MeanReversionConfig(notional=D(100), **cfg), pairs))
+        if state != "flat":
+            s.keeper.positions[SYM] = D(1)
+        if state == "pending":  # an exit in flight, bound to its order
+            s.keeper.signal(SYM, Side.SELL, D(1), price=D(1), reason="", ts_recv=0.0)
+            s.keeper._intents[0].order_id = "o1"
+        s.keeper.refuse_everything()
+        assert kernel_refusals_commute(s)
+        kernel = s.candle_kernel()
+        assert kernel is not None
+        entries, exits = kernel.candidates(SYM, *_ticks(closes))
+        rows = (exits if kernel.holds(SYM) else entries).tolist()
+        history = _History(closes)
+        n = kernel.refused_signals(  # type: ignore[attr-defined]
+            SYM, [closes[r] for r in rows], rows, history)
+        visited = 0
+        for r in rows:
+            history.at = r
+            visited += len(kernel.act(SYM, r, closes[r], history))
+        assert n == visited
+        counted.append((n, len(rows)))
+    (flat, entries_n), (long, exits_n), (pending, _) = counted
+    assert pending == 0
+    assert long == exits_n  # every exit candidate emits while long
+    if seed == 2:  # a walk across 100: sizing passes some entries and refuses others
+        assert 0 < flat < entries_n

@@ -21,6 +21,10 @@ and the per-candle run of the same engine give byte-identical trade logs):
 * Nothing outside the candidates may change what the strategy does later: rolling state must be
   a function of the closes (rebuilt from :class:`History` when needed), and the position
   bookkeeping changes only through fills and order events, which the engine delivers as usual.
+* Optionally, after a backtest's breaker latched (``refusals_commute()`` true: every signal is
+  refused and changes nothing), ``refused_signals(symbol, closes, positions, history)`` counts
+  the signals ``act`` would return over a run of one symbol's candidates at once (momentum and
+  mean_reversion, whose candidates are exact: :meth:`LongOnlyGate._refused_count`).
 
 Ticks: ``close = tick / 10**scale`` exactly (``scale`` is the most decimals of the column), in a
 NumPy int64 array whose values stay below 2**52, so sums over any realistic window are exact.
@@ -34,10 +38,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from protocol.instruments import PairInfo
 from protocol.messages import BookEvent, Signal
 
+from ._base import size_order
+
 if TYPE_CHECKING:
-    from ._base import PositionKeeper
+    from ._base import PositionKeeper, QuoteValuer
 
 __all__ = ["BookKernel", "BookTimeline", "CandleKernel", "History", "LongOnlyGate", "TickColumn",
            "positive_samples", "sample_rows"]
@@ -61,6 +68,10 @@ class History(Protocol):
     def latest_closes(self) -> Sequence[tuple[str, Decimal]]:
         """The latest close at or before the current candle of every symbol that has one, in
         order of each symbol's first candle (what a strategy observing every candle knows)."""
+        ...
+
+    def latest_closes_at(self, position: int) -> Sequence[tuple[str, Decimal]]:
+        """:meth:`latest_closes` at the candle of merged position ``position``."""
         ...
 
 
@@ -133,6 +144,48 @@ class LongOnlyGate:
         breaker latched): a decision then changes nothing but what later sizing re-observes,
         so the loop may take each symbol's candidates in a run, symbol after symbol."""
         return self._keeper.refuses_silently
+
+    def _refused_count(self, symbol: str, closes: Sequence[Decimal], positions: Sequence[int],
+                       history: History, pair: PairInfo, valuer: QuoteValuer,
+                       notional: Decimal) -> int:
+        """``refused_signals`` of a long-only strategy whose candidates are exact (the rule
+        holds at every one): each exit row emits one exit signal while the keeper is long,
+        each entry row one sized buy (``notional`` converted by ``valuer``) unless sizing
+        finds it below the pair's minimums, nothing while an intent is in flight.
+
+        Only while :meth:`refusals_commute`: no signal then changes the keeper (a refused one
+        is recorded and released, or not recorded at all), so holding and pending stay what
+        they are over the run, and ``ts_recv`` (one value per run) expires nothing after its
+        first use.
+        """
+        keeper = self._keeper
+        keeper.expire(history.ts_recv)
+        if keeper.has_pending(symbol):
+            return 0
+        if keeper.is_long(symbol):
+            return len(closes)
+        if valuer.converts(pair.quote):
+            # each decision observes every latest close before sizing, as act() does
+            n = 0
+            for close, at in zip(closes, positions, strict=True):
+                for sym, c in history.latest_closes_at(at):
+                    if c > 0:
+                        valuer.observe(sym, c)
+                in_quote = valuer.notional_in(pair.quote, notional)
+                if in_quote is not None and size_order(pair, in_quote, close) is not None:
+                    n += 1
+            return n
+        in_quote = valuer.notional_in(pair.quote, notional)
+        if in_quote is None:
+            return 0
+        sized: dict[Decimal, bool] = {}  # a minute series repeats its closes a lot
+        n = 0
+        for close in closes:
+            ok = sized.get(close)
+            if ok is None:
+                ok = sized[close] = size_order(pair, in_quote, close) is not None
+            n += ok
+        return n
 
 
 def positive_samples(ticks: TickColumn) -> tuple[TickColumn, TickColumn | None]:

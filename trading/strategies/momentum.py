@@ -213,6 +213,14 @@ class _MomentumKernel(LongOnlyGate):
         exits = np.flatnonzero(price * d < lag * c) + lookback
         return sample_rows(entries, exits, rows)
 
+    def refused_signals(self, symbol: str, closes: Sequence[Decimal], positions: Sequence[int],
+                        history: History) -> int:
+        """The signals of the candidates at ``positions`` (closes ``closes``) while every
+        signal is refused silently: the candidates are exact (see the class docstring)."""
+        s = self._s
+        return self._refused_count(symbol, closes, positions, history, s._pairs[symbol],
+                                   s._valuer, s.config.notional)
+
     def act(self, symbol: str, row: int, close: Decimal, history: History) -> Sequence[Signal]:
         s = self._s
         lookback = s.config.lookback
