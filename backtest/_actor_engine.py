@@ -172,6 +172,10 @@ class _Mailbox(trio.abc.ReceiveChannel[MarketEvent]):
         woken: MarketEvent = await trio.lowlevel.wait_task_rescheduled(self._abort)
         return woken
 
+    # ``async for`` straight into receive: ReceiveChannel.__anext__ adds a coroutine frame per
+    # event only to turn EndOfChannel (which this lane never raises) into StopAsyncIteration
+    __anext__ = receive
+
     async def aclose(self) -> None:
         self._closed = True
         await trio.lowlevel.checkpoint()
