@@ -407,3 +407,30 @@ def test_refusals_counted_at_once_match_the_visits(kind: str, seed: int) -> None
     assert long == exits_n  # every exit candidate emits while long
     if seed == 2:  # a walk across 100: sizing passes some entries and refuses others
         assert 0 < flat < entries_n
+
+
+@pytest.mark.parametrize("kind", ["momentum", "mean_reversion"])
+def test_no_entry_candidates_where_no_entry_can_be_sized(kind: str) -> None:
+    # ETH/BTC with a USD notional and neither BTC/USD nor USD/BTC among the pairs: on_market
+    # never signals there, so the kernel offers no entry row (the backtest never visits them);
+    # with BTC/USD among the pairs the same closes have entries.
+    closes = _data(2)
+    cfg: dict[str, Any] = dict(lookback=1) if kind == "momentum" else dict(window=5)
+    found = []
+    for with_rate in (False, True):
+        pairs = {"ETH/BTC": PairInfo(symbol="ETH/BTC", base="ETH", quote="BTC")}
+        if with_rate:
+            pairs["BTC/USD"] = PairInfo(symbol="BTC/USD", base="BTC", quote="USD")
+        s: Strategy = (Momentum(MomentumConfig(symbols=("ETH/BTC",), **cfg), pairs)
+                       if kind == "momentum" else
+                       MeanReversion(MeanReversionConfig(symbols=("ETH/BTC",), **cfg), pairs))
+        kernel = s.candle_kernel()
+        assert kernel is not None
+        entries, _ = kernel.candidates("ETH/BTC", *_ticks(closes))
+        found.append(len(entries))
+        if not with_rate:
+            candles = [CandleEvent(symbol="ETH/BTC", interval_s=60, open=c, high=c, low=c,
+                                   close=c, volume=D(1), ts_event_ns=(i + 1) * 60 * 10**9)
+                       for i, c in enumerate(closes)]
+            assert not any(s.on_market(c) for c in candles)
+    assert found[0] == 0 < found[1]

@@ -320,6 +320,10 @@ class _MeanReversionKernel(LongOnlyGate):
         self._dev[symbol] = (np.concatenate(q1s), np.concatenate(q2s))
         entries = np.flatnonzero(np.concatenate(ins)) + (n - 1)
         exits = np.flatnonzero(np.concatenate(outs)) + (n - 1)
+        if not s._valuer.can_size(s._pairs[symbol].quote, s._pairs):
+            # no entry can ever be sized (e.g. ETH/BTC with a USD notional and no BTC/USD or
+            # USD/BTC among the pairs): the decision at an entry row is always no signal
+            entries = entries[:0]
         return sample_rows(entries, exits, rows)
 
     def refused_signals(self, symbol: str, closes: Sequence[Decimal], positions: Sequence[int],
