@@ -242,6 +242,9 @@ class Fill:
     liquidity: Liquidity = Liquidity.TAKER
     ts: float = 0.0
     ts_event_ns: int = 0
+    # This fill completes its order: nothing more will fill (an order risk cut short of the
+    # signal's quantity ends here too). False: more may come, or not known.
+    order_done: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

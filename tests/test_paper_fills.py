@@ -232,3 +232,22 @@ def test_cancel_all_and_reserved_funds_block_new_orders() -> None:
     assert ev[0].reason == REJECT_FUNDS
     assert [c.client_order_id for c in m.cancel_all(now=1)] == ["a"]
     assert m.reserved("USD") == 0
+
+
+def test_the_last_fill_of_a_complete_order_says_the_order_is_done() -> None:
+    # A strategy releases what it waits on when its order ends: a market order taken whole
+    # ends on its last fill, one cut by the book's depth ends on the cancellation instead,
+    # and a resting limit on the fill that takes its remainder (order_done).
+    m = PaperMatcher({"BTC/USD": PAIR}, fill_id_prefix="p")
+    whole = fills(m.submit(order("4"), book(BOOK3), available=rich, now=0))
+    assert [f.order_done for f in whole] == [False, False, True]
+    cut = m.submit(order("10", cid="c-2"), book(BOOK3), available=rich, now=0)
+    assert not any(f.order_done for f in fills(cut)) and isinstance(cut[-1], OrderCancelled)
+    at = m.fill_at(order("1", cid="c-3"), D("100.0"), available=rich, now=0, ts_event_ns=1)
+    assert [f.order_done for f in fills(at)] == [True]
+    m.submit(order("2", cid="c-4", limit="90.0"), book(BOOK3), available=rich, now=0)
+    first = m.on_trade(TradeEvent(symbol="BTC/USD", side=Side.SELL, price=D("89.0"),
+                                  qty=D("0.5"), ts_event_ns=2), now=1)
+    rest = m.on_trade(TradeEvent(symbol="BTC/USD", side=Side.SELL, price=D("89.0"),
+                                 qty=D(5), ts_event_ns=3), now=2)
+    assert [f.order_done for f in first] == [False] and [f.order_done for f in rest] == [True]

@@ -117,6 +117,32 @@ def test_momentum_rejected_entry_releases_intent() -> None:
     assert again.side is Side.BUY
 
 
+def _fill_of(sig: Signal, qty: Decimal, cid: str, *, done: bool) -> Fill:
+    return Fill(fill_id=f"f-{cid}", client_order_id=cid, strategy=sig.strategy,
+                symbol=sig.symbol, side=sig.side, price=sig.reference_price or D(1), qty=qty,
+                fee=D(0), fee_currency="USD", order_done=done)
+
+
+def test_an_exit_risk_cut_short_leaves_the_strategy_flat_and_free() -> None:
+    # Risk cut the exit to the base the account still held (others sold the rest): the order
+    # filled whole at the smaller size. The strategy must neither keep waiting on the intent
+    # (a backtest has no intent timeout) nor keep the phantom rest as a position.
+    s = Momentum(MomentumConfig(lookback=1), PAIRS)
+    s.on_market(trade("100"))
+    (entry,) = s.on_market(trade("101"))
+    s.on_fill(_fill_of(entry, entry.qty, "o1", done=True))
+    assert s.keeper.is_long("BTC/USD")
+    (exit_,) = s.on_market(trade("90"))
+    assert exit_.reduce_only and exit_.qty == entry.qty
+    s.on_fill(_fill_of(exit_, D("0.0002"), "o2", done=True))  # cut by risk, then done
+    assert s.keeper.position("BTC/USD") == 0 and not s.keeper.has_pending("BTC/USD")
+    (again,) = s.on_market(trade("95"))
+    assert again.side is Side.BUY
+    # a fill that does not end its order leaves the rest in flight, as before
+    s.on_fill(_fill_of(again, again.qty / 2, "o3", done=False))
+    assert s.keeper.has_pending("BTC/USD")
+
+
 def test_momentum_pending_intent_expires() -> None:
     s = Momentum(MomentumConfig(lookback=1, pending_timeout_s=D(5)), PAIRS)
     s.on_market(trade("100", ts=0))

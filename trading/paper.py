@@ -184,13 +184,14 @@ class PaperMatcher:
                               symbol=order.symbol, reason=reason, ts=now)]
 
     def _fill(self, order: OrderRequest, price: Decimal, qty: Decimal, fee_rate: Decimal,
-              quote: str, liquidity: Liquidity, now: float, ts_event_ns: int) -> Fill:
+              quote: str, liquidity: Liquidity, now: float, ts_event_ns: int,
+              done: bool) -> Fill:
         self._n_fills += 1
         return _new_fill(
             fill_id=f"{self._prefix}T{self._n_fills}", client_order_id=order.client_order_id,
             strategy=order.strategy, symbol=order.symbol, side=order.side, price=price, qty=qty,
             fee=price * qty * fee_rate, fee_currency=quote, liquidity=liquidity, ts=now,
-            ts_event_ns=ts_event_ns,
+            ts_event_ns=ts_event_ns, order_done=done,
         )
 
     def _consumption(self, book: BookEvent) -> _Consumed:
@@ -290,7 +291,7 @@ class PaperMatcher:
         ts_ns = book.ts_event_ns if book is not None else 0
         for p, q in takes:
             used[p] = used.get(p, ZERO) + q
-        events, eid = self._accept(order, pair, takes, now, ts_ns)
+        events, eid = self._accept(order, pair, takes, now, ts_ns, taken == qty)
         if limit is None:
             if taken < qty:
                 events.append(OrderCancelled(client_order_id=order.client_order_id,
@@ -337,7 +338,7 @@ class PaperMatcher:
             return self._reject(order, REJECT_FUNDS, now)
         self._n_orders += 1
         return [self._fill(order, price, qty, pair.fee_taker, pair.quote, _TAKER, now,
-                           ts_event_ns)]
+                           ts_event_ns, True)]
 
     def _check(self, order: OrderRequest, now: float
                ) -> tuple[PairInfo, Decimal] | list[MatcherEvent]:
@@ -358,17 +359,19 @@ class PaperMatcher:
         return pair, qty
 
     def _accept(self, order: OrderRequest, pair: PairInfo,
-                takes: Sequence[tuple[Decimal, Decimal]], now: float, ts_ns: int
-                ) -> tuple[list[MatcherEvent], str]:
-        """``[OrderAccepted, Fill per take]`` (taker fills) and the exchange order id."""
+                takes: Sequence[tuple[Decimal, Decimal]], now: float, ts_ns: int,
+                complete: bool) -> tuple[list[MatcherEvent], str]:
+        """``[OrderAccepted, Fill per take]`` (taker fills) and the exchange order id;
+        ``complete``: the takes fill the whole order (its last fill says so)."""
         self._n_orders += 1
         eid = f"{self._prefix}O{self._n_orders}"
         events: list[MatcherEvent] = [
             _new_accepted(client_order_id=order.client_order_id, exchange_order_id=eid, ts=now)
         ]
-        for p, q in takes:
+        last = len(takes) - 1
+        for k, (p, q) in enumerate(takes):
             events.append(self._fill(order, p, q, pair.fee_taker, pair.quote, _TAKER,
-                                     now, ts_ns))
+                                     now, ts_ns, complete and k == last))
         return events, eid
 
     def _release(self, r: _Resting, qty: Decimal) -> None:
@@ -404,7 +407,7 @@ class PaperMatcher:
         pair = self._pairs[r.order.symbol]
         assert r.order.limit_price is not None  # resting orders are limits
         fill = self._fill(r.order, r.order.limit_price, qty, pair.fee_maker, pair.quote,
-                          _MAKER, now, ts_ns)
+                          _MAKER, now, ts_ns, qty == r.remaining)
         self._release(r, qty)
         r.remaining -= qty
         if not r.remaining:

@@ -272,6 +272,7 @@ class _Intent:
     remaining: Decimal
     ts: float
     order_id: str | None = None
+    reduce_only: bool = False
 
 
 class PositionKeeper:
@@ -364,7 +365,7 @@ class PositionKeeper:
         if intents or not self._refusing:
             if intents and ts_recv < intents[-1].ts:
                 self._disorder = True
-            intents.append(_Intent(symbol, side, qty, ts_recv))
+            intents.append(_Intent(symbol, side, qty, ts_recv, None, reduce_only))
             pending = self._pending
             pending[symbol] = pending.get(symbol, 0) + 1
         return _new_signal(
@@ -448,6 +449,15 @@ class PositionKeeper:
         if intent is not None:
             intent.remaining -= fill.qty
             if intent.remaining <= 0:
+                self._remove(intent)
+            elif fill.order_done:
+                # The order ended short of the signal: risk cut the exit to what the account
+                # still held (another strategy or an arbitrage leg sold the rest of this one's
+                # base). The cut part is gone: without this the strategy would keep a phantom
+                # position and wait on the intent for ever (a backtest has no intent timeout).
+                if intent.reduce_only and intent.side is _SELL:
+                    left = self.positions.get(fill.symbol, _ZERO) - intent.remaining
+                    self.positions[fill.symbol] = left if left > 0 else _ZERO
                 self._remove(intent)
 
     def on_order_closed(self, client_order_id: str, filled_qty: Decimal) -> None:
