@@ -24,7 +24,7 @@ and the per-candle run of the same engine give byte-identical trade logs):
 * Optionally, after a backtest's breaker latched (``refusals_commute()`` true: every signal is
   refused and changes nothing), ``refused_signals(symbol, closes, positions, history)`` counts
   the signals ``act`` would return over a run of one symbol's candidates at once (momentum and
-  mean_reversion, whose candidates are exact: :meth:`LongOnlyGate._refused_count`).
+  mean_reversion, whose candidates are exact: :class:`ExactGate`).
 
 Ticks: ``close = tick / 10**scale`` exactly (``scale`` is the most decimals of the column), in a
 NumPy int64 array whose values stay below 2**52, so sums over any realistic window are exact.
@@ -46,8 +46,8 @@ from ._base import size_order
 if TYPE_CHECKING:
     from ._base import PositionKeeper, QuoteValuer
 
-__all__ = ["BookKernel", "BookTimeline", "CandleKernel", "History", "LongOnlyGate", "TickColumn",
-           "positive_samples", "sample_rows"]
+__all__ = ["BookKernel", "BookTimeline", "CandleKernel", "ExactGate", "History", "LongOnlyGate",
+           "TickColumn", "positive_samples", "sample_rows"]
 
 TickColumn = Any  # numpy.ndarray of int64 ticks (NumPy has no precise static type here)
 
@@ -145,19 +145,32 @@ class LongOnlyGate:
         so the loop may take each symbol's candidates in a run, symbol after symbol."""
         return self._keeper.refuses_silently
 
-    def _refused_count(self, symbol: str, closes: Sequence[Decimal], positions: Sequence[int],
-                       history: History, pair: PairInfo, valuer: QuoteValuer,
-                       notional: Decimal) -> int:
-        """``refused_signals`` of a long-only strategy whose candidates are exact (the rule
-        holds at every one): each exit row emits one exit signal while the keeper is long,
-        each entry row one sized buy (``notional`` converted by ``valuer``) unless sizing
-        finds it below the pair's minimums, nothing while an intent is in flight.
 
-        Only while :meth:`refusals_commute`: no signal then changes the keeper (a refused one
-        is recorded and released, or not recorded at all), so holding and pending stay what
-        they are over the run, and ``ts_recv`` (one value per run) expires nothing after its
-        first use.
+class ExactGate(LongOnlyGate):
+    """A :class:`LongOnlyGate` whose candidates are exact (the rule holds at every one: momentum,
+    mean_reversion), which lets it count a run of refusals at once (``refused_signals``).
+
+    Each exit row emits one exit signal while the keeper is long, each entry row one buy of
+    ``notional`` (converted by ``valuer``) unless sizing finds it below the pair's minimums,
+    nothing while an intent is in flight.
+    """
+
+    def __init__(self, keeper: PositionKeeper, pairs: Mapping[str, PairInfo], valuer: QuoteValuer,
+                 notional: Decimal) -> None:
+        super().__init__(keeper)
+        self._pairs = pairs
+        self._valuer = valuer
+        self._notional = notional
+
+    def refused_signals(self, symbol: str, closes: Sequence[Decimal], positions: Sequence[int],
+                        history: History) -> int:
+        """The signals ``act`` would return at the candidates at ``positions`` (closes
+        ``closes``), called only while :meth:`refusals_commute`: no signal then changes the
+        keeper (a refused one is recorded and released, or not recorded at all), so holding
+        and pending stay what they are over the run, and ``ts_recv`` (one value per run)
+        expires nothing after its first use.
         """
+        pair, valuer, notional = self._pairs[symbol], self._valuer, self._notional
         keeper = self._keeper
         keeper.expire(history.ts_recv)
         if keeper.has_pending(symbol):

@@ -35,7 +35,7 @@ from protocol.instruments import PairInfo
 from protocol.messages import Fill, MarketEvent, Side, Signal
 
 from ._base import NO_SIGNALS, PositionKeeper, PriceFilter, QuoteValuer, resolve_symbols, size_order
-from ._kernel import CandleKernel, History, LongOnlyGate, TickColumn, positive_samples, sample_rows
+from ._kernel import CandleKernel, ExactGate, History, TickColumn, positive_samples, sample_rows
 
 __all__ = ["MeanReversion", "MeanReversionConfig"]
 
@@ -259,7 +259,7 @@ class MeanReversion:
         self._keeper.on_order_closed(client_order_id, filled_qty)
 
 
-class _MeanReversionKernel(LongOnlyGate):
+class _MeanReversionKernel(ExactGate):
     """mean_reversion over a whole close column: the rows where either band rule holds.
 
     A sample is a row with a positive close (``on_market`` skips the others); with every
@@ -276,7 +276,8 @@ class _MeanReversionKernel(LongOnlyGate):
     _BLOCK = 1 << 20  # window elements per NumPy block (bounds the memory of the deviations)
 
     def __init__(self, strategy: MeanReversion) -> None:
-        super().__init__(strategy._keeper)
+        super().__init__(strategy._keeper, strategy._pairs, strategy._valuer,
+                         strategy.config.notional)
         self._s = strategy
         # symbol -> the rows of its samples, when some close is not positive (None: every row)
         self._rows: dict[str, list[int] | None] = {}
@@ -325,14 +326,6 @@ class _MeanReversionKernel(LongOnlyGate):
             # USD/BTC among the pairs): the decision at an entry row is always no signal
             entries = entries[:0]
         return sample_rows(entries, exits, rows)
-
-    def refused_signals(self, symbol: str, closes: Sequence[Decimal], positions: Sequence[int],
-                        history: History) -> int:
-        """The signals of the candidates at ``positions`` (closes ``closes``) while every
-        signal is refused silently: the candidates are exact (see the class docstring)."""
-        s = self._s
-        return self._refused_count(symbol, closes, positions, history, s._pairs[symbol],
-                                   s._valuer, s.config.notional)
 
     def act(self, symbol: str, row: int, close: Decimal, history: History) -> Sequence[Signal]:
         s = self._s
