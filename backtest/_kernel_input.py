@@ -145,11 +145,12 @@ def first_reach(lows: Any, highs: Any, r: int, lo: float, hi: float) -> int | No
     """The first row from ``r`` whose low is at or below ``lo`` or whose high is at or above
     ``hi`` (NumPy float columns), searched in growing slices; None if none does."""
     n = len(lows)
-    k = 64
+    k = 1024  # most stops are found within a thousand rows: one slice (NumPy costs per call)
     while r < n:
         e = min(n, r + k)
         hit = (lows[r:e] <= lo) | (highs[r:e] >= hi)
-        if hit.any():
-            return r + int(hit.argmax())
+        first = int(hit.argmax())
+        if hit[first]:
+            return r + first
         r, k = e, k * 4
     return None
