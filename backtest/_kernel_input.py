@@ -154,3 +154,11 @@ def first_reach(lows: Any, highs: Any, r: int, lo: float, hi: float) -> int | No
             return r + first
         r, k = e, k * 4
     return None
+
+
+def block_maxima(values: Any, block: int) -> tuple[list[int], list[float]]:
+    """Per block of ``block`` rows of a float column: the row of its maximum and the maximum."""
+    pad = (-len(values)) % block
+    grid = np.concatenate((values, np.full(pad, -np.inf))).reshape(-1, block)
+    arg = grid.argmax(axis=1)
+    return (arg + np.arange(len(grid)) * block).tolist(), grid.max(axis=1).tolist()

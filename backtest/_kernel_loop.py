@@ -55,6 +55,7 @@ import numpy as np
 from protocol.messages import BookEvent
 from trading.strategies import BookKernel, CandleKernel
 
+from . import _kernel_input as columns
 from ._kernel_input import History, KernelInput, Timeline, first_reach, plain_array, positions
 
 if TYPE_CHECKING:
@@ -115,16 +116,10 @@ class _Run:
                 lat = np.full(self.inp.n, -1, dtype=np.int32)
                 lat[where] = np.arange(len(where), dtype=np.int32)
                 self.latest.append(plain_array("i", np.maximum.accumulate(lat)))
-        self.block_max: list[list[float]] = []
-        self.block_row: list[list[int]] = []
-        for p in self.parts:
-            # highs, not closes: a stop probe marks a candle's high too (see _mark_each)
-            high = p.floats("h")
-            pad = (-len(high)) % _BLOCK
-            grid = np.concatenate((high, np.full(pad, -np.inf))).reshape(-1, _BLOCK)
-            arg = grid.argmax(axis=1)
-            self.block_row.append((arg + np.arange(len(grid)) * _BLOCK).tolist())
-            self.block_max.append(grid.max(axis=1).tolist())
+        # highs, not closes: a stop probe marks a candle's high too (see _mark_each)
+        blocks = [columns.block_maxima(p.floats("h"), _BLOCK) for p in self.parts]
+        self.block_row: list[list[int]] = [rows for rows, _ in blocks]
+        self.block_max: list[list[float]] = [maxima for _, maxima in blocks]
         self.stop_key: list[tuple[Decimal, Decimal | None, bool, Decimal]] = [
             (Decimal(0), None, False, Decimal(0)) for _ in self.parts]
         self.stop_version = [0] * len(self.parts)
@@ -327,10 +322,15 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
         if j < len(active):
             heapq.heappush(cands, (active[j], k, g, gate_version[g]))
 
-    def regate(start: int, waiting: list[int]) -> None:
-        # After fills: a gate whose holding changed switches row sets (its armed entry goes
-        # stale); ``waiting`` gates (decided on this symbol's previous row, see below) arm now.
-        for g, (k, i, _, _) in enumerate(gates):
+    # each part's gates: a position moves only with fills of its symbol
+    gates_of = [[g for g, gate in enumerate(gates) if gate[1] == i] for i in range(len(parts))]
+
+    def regate(start: int, waiting: list[int], part: int | None = None) -> None:
+        # After fills (all of ``part``'s symbol, if given): a gate whose holding changed
+        # switches row sets (its armed entry goes stale); ``waiting`` gates (decided on this
+        # symbol's previous row, see below) arm now.
+        for g in range(len(gates)) if part is None else gates_of[part]:
+            k, i, _, _ = gates[g]
             now = kernels[k].holds(parts[i].symbol)
             if now != holding[g]:
                 holding[g] = now
@@ -524,7 +524,7 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
                                    "kernel strategies emit market orders only")
             waiting = deferred.pop(i, [])
             if len(fills) != seen:
-                regate(m, waiting)  # this candle's decisions see the new holdings
+                regate(m, waiting, i)  # this candle's decisions see the new holdings
                 if risk is not None:
                     run.refresh_stops(m, retry)  # and its risk step the new position
             else:
