@@ -434,3 +434,23 @@ def test_no_entry_candidates_where_no_entry_can_be_sized(kind: str) -> None:
                        for i, c in enumerate(closes)]
             assert not any(s.on_market(c) for c in candles)
     assert found[0] == 0 < found[1]
+
+
+def test_window_deviations_from_prefix_sums_are_exact_or_declined() -> None:
+    # mean_reversion's candidates take the window sums from int64 prefix sums when the
+    # column's range keeps every sum below 2**62, else decline (the block path takes over)
+    from trading.strategies.mean_reversion import _prefix_deviations
+
+    rng = random.Random(5)
+    n = 7
+    ticks = np.array([rng.randrange(10**6, 10**6 + 5000) for _ in range(500)], dtype=np.int64)
+    got = _prefix_deviations(ticks, n, 9)
+    assert got is not None
+    q1, q2 = got
+    for k in range(len(ticks) - n + 1):
+        window = [int(t) for t in ticks[k:k + n]]
+        p = window[-1]
+        assert (int(q1[k]), int(q2[k])) == (sum(t - p for t in window),
+                                            sum((t - p) ** 2 for t in window))
+    wide = np.array([0, 2**40, 5, 2**40 - 3] * 30, dtype=np.int64)
+    assert _prefix_deviations(wide, n, 9) is None

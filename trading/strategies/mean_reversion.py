@@ -301,6 +301,15 @@ class _MeanReversionKernel(ExactGate):
         a, b = s._k2_in
         c, d = s._k2_out
         big = max(a, b, c, d, 1)
+        fast = _prefix_deviations(seq, n, big)
+        if fast is not None:
+            q1, q2 = fast
+            spread2 = n * q2 - q1 * q1
+            sq = q1 * q1
+            self._dev[symbol] = (q1, q2)
+            entries = np.flatnonzero((q1 > 0) & (sq * b > a * spread2)) + (n - 1)
+            exits = np.flatnonzero((q1 <= 0) & (sq * d >= c * spread2)) + (n - 1)
+            return sample_rows(self._sizable(symbol, entries), exits, rows)
         step = max(1, self._BLOCK // n)
         q1s, q2s, ins, outs = [], [], [], []
         for start in range(n - 1, len(seq), step):
@@ -321,11 +330,15 @@ class _MeanReversionKernel(ExactGate):
         self._dev[symbol] = (np.concatenate(q1s), np.concatenate(q2s))
         entries = np.flatnonzero(np.concatenate(ins)) + (n - 1)
         exits = np.flatnonzero(np.concatenate(outs)) + (n - 1)
+        return sample_rows(self._sizable(symbol, entries), exits, rows)
+
+    def _sizable(self, symbol: str, entries: TickColumn) -> TickColumn:
+        s = self._s
         if not s._valuer.can_size(s._pairs[symbol].quote, s._pairs):
             # no entry can ever be sized (e.g. ETH/BTC with a USD notional and no BTC/USD or
             # USD/BTC among the pairs): the decision at an entry row is always no signal
-            entries = entries[:0]
-        return sample_rows(entries, exits, rows)
+            return entries[:0]
+        return entries
 
     def act(self, symbol: str, row: int, close: Decimal, history: History) -> Sequence[Signal]:
         s = self._s
@@ -358,6 +371,26 @@ class _MeanReversionKernel(ExactGate):
                             break
             self._zero[symbol] = (row + 1, least)
         return Decimal((0, (0,), least))
+
+
+def _prefix_deviations(seq: TickColumn, n: int, big: int) -> tuple[TickColumn, TickColumn] | None:
+    """``sum(t - p)`` and ``sum((t - p)**2)`` over the window of ``n`` ticks ending at each
+    full sample (``p`` its last tick), from prefix sums of the ticks less their minimum, in
+    int64: exact when every prefix sum of squares and every product the band rules form stay
+    below 2**62 (checked on the column's range; None: they might not, use the blocks)."""
+    if len(seq) < n:
+        return None
+    low = int(seq.min())
+    span = int(seq.max()) - low
+    if (len(seq) + 4 * n) * span * span >= 2**62 or n * n * span * span * big >= 2**62:
+        return None
+    u = seq - low
+    c1 = np.concatenate((np.zeros(1, dtype=np.int64), np.cumsum(u)))
+    c2 = np.concatenate((np.zeros(1, dtype=np.int64), np.cumsum(u * u)))
+    s1 = c1[n:] - c1[:-n]
+    s2 = c2[n:] - c2[:-n]
+    p = u[n - 1:]
+    return s1 - n * p, s2 - 2 * p * s1 + n * p * p
 
 
 class _RebuiltSums:
