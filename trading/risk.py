@@ -192,9 +192,11 @@ class RiskEngine:
                                                 f"signal says {s.group_size} ({s.group_id!r})")
         pf = self.portfolio
         lim = self.limits
-        # hypothetical state: symbol → (signed qty incl. in-flight, USD value)
-        hyp: dict[str, tuple[Decimal, Decimal]] = {}
-        total: Decimal | None = None
+        # The group's legs so far: symbol -> (signed qty incl. in-flight, USD value) after them,
+        # in order. The whole book's state (every position's, and the total exposure) is built
+        # only when a leg grows a position (the limits read it): exits never need it.
+        legs: dict[str, tuple[Decimal, Decimal]] = {}
+        steps: list[tuple[str, Decimal, Decimal]] = []
         out: list[tuple[Signal, Decimal]] = []
         for s in signals:
             pair = self._pairs.get(s.symbol)
@@ -211,9 +213,7 @@ class RiskEngine:
             rate = pf.usd_rate(pair.quote)
             if rate is None:
                 raise _Reject(s, "no_price", f"no USD rate for {pair.quote}")
-            if total is None:
-                hyp, total = self._exposure_state()
-            cur = hyp[s.symbol][0] if s.symbol in hyp else (
+            cur = legs[s.symbol][0] if s.symbol in legs else (
                 pf.position_qty(s.symbol) + self._inflight_sym.get(s.symbol, ZERO))
             sign = 1 if s.side is Side.BUY else -1
             if s.reduce_only:
@@ -246,6 +246,7 @@ class RiskEngine:
                 if value > lim.max_position_usd:
                     raise _Reject(s, "position_limit", f"{s.symbol} position would be "
                                   f"{value:.2f} USD > {lim.max_position_usd}")
+                hyp, total = self._exposure_after(steps)
                 old_value = hyp[s.symbol][1] if s.symbol in hyp else ZERO
                 after = total - old_value + value
                 if after > lim.max_total_exposure_usd:
@@ -256,11 +257,20 @@ class RiskEngine:
                     if count + 1 > lim.max_open_positions:
                         raise _Reject(s, "open_positions", f"{count} positions open, "
                                       f"limit {lim.max_open_positions}")
-            old_value = hyp[s.symbol][1] if s.symbol in hyp else ZERO
-            total = total - old_value + value
-            hyp[s.symbol] = (new, value)
+            legs[s.symbol] = (new, value)
+            steps.append((s.symbol, new, value))
             out.append((s, qty))
         return out
+
+    def _exposure_after(self, steps: Sequence[tuple[str, Decimal, Decimal]]
+                        ) -> tuple[dict[str, tuple[Decimal, Decimal]], Decimal]:
+        """:meth:`_exposure_state` with the group's earlier legs (symbol, new qty, value)
+        applied in order: the same sums, in the same order, as keeping it up to date."""
+        hyp, total = self._exposure_state()
+        for sym, new, value in steps:
+            total = total - (hyp[sym][1] if sym in hyp else ZERO) + value
+            hyp[sym] = (new, value)
+        return hyp, total
 
     def _exposure_state(self) -> tuple[dict[str, tuple[Decimal, Decimal]], Decimal]:
         """Positions incl. in-flight orders and their USD values at the marks."""
