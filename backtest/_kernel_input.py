@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from protocol.messages import CandleEvent
+from trading.strategies import CandleKernel
 
 from ._data import CandleColumns, MergedCandles
 
@@ -162,3 +163,35 @@ def block_maxima(values: Any, block: int) -> tuple[list[int], list[float]]:
     grid = np.concatenate((values, np.full(pad, -np.inf))).reshape(-1, block)
     arg = grid.argmax(axis=1)
     return (arg + np.arange(len(grid)) * block).tolist(), grid.max(axis=1).tolist()
+
+
+Gate = tuple[int, int, "array[int]", "array[int]"]  # (kernel index, part, entries, exits)
+
+
+def kernel_gates(inp: KernelInput, kernels: Sequence[CandleKernel],
+                 symbols: Sequence[frozenset[str]]) -> tuple[list[Gate], bool]:
+    """Every (candle kernel, part) with candidates: its entry and exit rows as merged
+    positions; and whether every close of the run is positive.
+
+    With every close positive each decision observes exactly the latest closes, so the entries
+    of a pair that no symbol of the run can size (the kernel's ``never_sized``) are decisions
+    of nothing: they are left out (ETH/BTC with a USD notional and no BTC/USD in the run).
+    """
+    positive = all(bool((ticks > 0).all()) for ticks, _ in inp.ticks)
+    run_symbols = frozenset(p.symbol for p in inp.parts)
+    gates: list[Gate] = []
+    for k, kernel in enumerate(kernels):
+        never = getattr(kernel, "never_sized", None) if positive else None
+        for i, part in enumerate(inp.parts):
+            if part.symbol not in symbols[k]:
+                continue
+            ticks, scale = inp.ticks[i]
+            ins, outs = kernel.candidates(part.symbol, ticks, scale)
+            if never is not None and never(part.symbol, run_symbols):
+                ins = ins[:0]
+            ins = np.asarray(ins, dtype=np.int64)
+            outs = np.asarray(outs, dtype=np.int64)
+            if len(ins) or len(outs):
+                gates.append((k, i, positions(inp.pos_np[i][ins]),
+                              positions(inp.pos_np[i][outs])))
+    return gates, positive

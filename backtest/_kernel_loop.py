@@ -55,8 +55,15 @@ import numpy as np
 from protocol.messages import BookEvent
 from trading.strategies import BookKernel, CandleKernel
 
-from . import _kernel_input as columns
-from ._kernel_input import History, KernelInput, Timeline, first_reach, plain_array, positions
+from ._kernel_input import (
+    History,
+    KernelInput,
+    Timeline,
+    block_maxima,
+    first_reach,
+    kernel_gates,
+    plain_array,
+)
 
 if TYPE_CHECKING:
     from ._engine import FastEngine
@@ -117,7 +124,7 @@ class _Run:
                 lat[where] = np.arange(len(where), dtype=np.int32)
                 self.latest.append(plain_array("i", np.maximum.accumulate(lat)))
         # highs, not closes: a stop probe marks a candle's high too (see _mark_each)
-        blocks = [columns.block_maxima(p.floats("h"), _BLOCK) for p in self.parts]
+        blocks = [block_maxima(p.floats("h"), _BLOCK) for p in self.parts]
         self.block_row: list[list[int]] = [rows for rows, _ in blocks]
         self.block_max: list[list[float]] = [maxima for _, maxima in blocks]
         self.stop_key: list[tuple[Decimal, Decimal | None, bool, Decimal]] = [
@@ -298,18 +305,7 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
     # Candle kernels: per (kernel, part) its entry and exit positions, one of them active
     # (kernel.holds), the next active position of each waiting in a heap keyed by (position,
     # strategy order); a holding change bumps the version, leaving stale entries to skip.
-    gates = []  # (kernel index, part, entries, exits)
-    for k, kernel in enumerate(kernels):
-        for i, part in enumerate(parts):
-            if part.symbol not in symbols[k]:
-                continue
-            ticks, scale = inp.ticks[i]
-            ins, outs = kernel.candidates(part.symbol, ticks, scale)
-            ins = np.asarray(ins, dtype=np.int64)
-            outs = np.asarray(outs, dtype=np.int64)
-            if len(ins) or len(outs):
-                gates.append((k, i, positions(inp.pos_np[i][ins]),
-                              positions(inp.pos_np[i][outs])))
+    gates, positive = kernel_gates(inp, kernels, symbols)
     holding = [kernels[k].holds(parts[i].symbol) for k, i, _, _ in gates]
     gate_version = [0] * len(gates)
     cands: list[tuple[int, int, int, int]] = []  # (position, kernel, gate, version)
@@ -343,7 +339,7 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
     started = max(run.first_at) if risk is not None else 0  # every symbol has a candle
     # A close <= 0 is no sample: sizing keeps the rate it saw last, which the visiting order
     # would decide, so the runs below need every close positive.
-    if not all(bool((ticks > 0).all()) for ticks, _ in inp.ticks):
+    if not positive:
         started = n + 1
 
     def commute(kernel: CandleKernel) -> bool:

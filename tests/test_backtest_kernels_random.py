@@ -252,3 +252,49 @@ def _spy_refusal_counts(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]
 
         monkeypatch.setattr(cls, "refused_signals", spy)
     return counted
+
+
+def _candles_at(symbol: str, closes: dict[int, Decimal]) -> list[CandleEvent]:
+    return [CandleEvent(symbol=symbol, interval_s=60, open=c, high=c, low=c, close=c,
+                        volume=D(1), ts_event_ns=m * 60 * 10**9)
+            for m, c in sorted(closes.items())]
+
+
+def _both_loops(data: dict[str, list[CandleEvent]], pairs: dict[str, PairInfo],
+                make: Callable[[], list[Any]], cash: dict[str, Decimal],
+                limits: RiskLimits) -> list[tuple[Any, ...]]:
+    return [_run(data, pairs, make(), limits, 300, cash, kernels) for kernels in (True, False)]
+
+
+def test_a_pair_never_sized_is_judged_on_the_runs_symbols_not_the_strategys() -> None:
+    # A strategy told only of ETH/BTC still sizes it through BTC/USD, which the run prices
+    # (a review finding: the entry rows were dropped on the strategy's own pairs).
+    rng = random.Random(5)
+    data = {"BTC/USD": _walk(rng, "BTC/USD", D(100), 200, 0, (0, 0), slide=D(0), gaps=0.0),
+            "ETH/BTC": _walk(rng, "ETH/BTC", D("0.5"), 200, 0, (0, 0), slide=D(0), gaps=0.0)}
+    pairs = {s: PairInfo(symbol=s, base=s.split("/")[0], quote=s.split("/")[1], lot_decimals=6)
+             for s in data}
+    only = {"ETH/BTC": pairs["ETH/BTC"]}
+    runs = _both_loops(data, pairs, lambda: [Momentum(MomentumConfig(
+        lookback=2, entry_threshold=D("0.0005"), exit_threshold=D("0.0002"), notional=D(50)),
+        only)], {"USD": D(1000), "BTC": D(5)}, RiskLimits())
+    assert runs[0][2].count(b"\n") > 10  # it trades ETH/BTC
+    assert runs[0] == runs[1]
+
+
+def test_entries_never_sized_are_visited_when_a_rate_symbol_closes_at_zero() -> None:
+    # EUR/USD closes 1.2, then 0: XRP/EUR is sized at the 1.2 an ETH/BTC entry visit (never
+    # sized itself: no BTC/USD) observed before the 0. Leaving those visits out would lose it.
+    eur = {m: D("1.0") for m in range(10)} | {m: D("1.2") for m in range(10, 20)} \
+        | {m: D(0) for m in range(20, 40)}
+    eth = {m: D("0.05") for m in range(15)} | {m: D("0.06") for m in range(15, 40)}
+    xrp = {m: D("0.5") for m in range(25)} | {m: D("0.6") for m in range(25, 40)}
+    data = {"EUR/USD": _candles_at("EUR/USD", eur), "ETH/BTC": _candles_at("ETH/BTC", eth),
+            "XRP/EUR": _candles_at("XRP/EUR", xrp)}
+    pairs = {s: PairInfo(symbol=s, base=s.split("/")[0], quote=s.split("/")[1]) for s in data}
+    runs = _both_loops(data, pairs, lambda: [Momentum(MomentumConfig(
+        symbols=("ETH/BTC", "XRP/EUR"), lookback=1, entry_threshold=D(0), notional=D(100)),
+        pairs)], {"USD": D(1000), "EUR": D(100)},
+        RiskLimits(max_drawdown=D("0.9"), daily_loss_limit_usd=D(100000)))
+    assert b"XRP/EUR,buy" in runs[1][2]
+    assert runs[0] == runs[1]

@@ -410,30 +410,25 @@ def test_refusals_counted_at_once_match_the_visits(kind: str, seed: int) -> None
 
 
 @pytest.mark.parametrize("kind", ["momentum", "mean_reversion"])
-def test_no_entry_candidates_where_no_entry_can_be_sized(kind: str) -> None:
-    # ETH/BTC with a USD notional and neither BTC/USD nor USD/BTC among the pairs: on_market
-    # never signals there, so the kernel offers no entry row (the backtest never visits them);
-    # with BTC/USD among the pairs the same closes have entries.
+def test_never_sized_where_no_entry_can_be_sized(kind: str) -> None:
+    # ETH/BTC with a USD notional and neither BTC/USD nor USD/BTC among the run's symbols:
+    # on_market never signals there, and the kernel says so (the backtest then leaves the
+    # entry rows out); with BTC/USD in the run the same closes signal.
     closes = _data(2)
     cfg: dict[str, Any] = dict(lookback=1) if kind == "momentum" else dict(window=5)
-    found = []
-    for with_rate in (False, True):
-        pairs = {"ETH/BTC": PairInfo(symbol="ETH/BTC", base="ETH", quote="BTC")}
-        if with_rate:
-            pairs["BTC/USD"] = PairInfo(symbol="BTC/USD", base="BTC", quote="USD")
-        s: Strategy = (Momentum(MomentumConfig(symbols=("ETH/BTC",), **cfg), pairs)
-                       if kind == "momentum" else
-                       MeanReversion(MeanReversionConfig(symbols=("ETH/BTC",), **cfg), pairs))
-        kernel = s.candle_kernel()
-        assert kernel is not None
-        entries, _ = kernel.candidates("ETH/BTC", *_ticks(closes))
-        found.append(len(entries))
-        if not with_rate:
-            candles = [CandleEvent(symbol="ETH/BTC", interval_s=60, open=c, high=c, low=c,
-                                   close=c, volume=D(1), ts_event_ns=(i + 1) * 60 * 10**9)
-                       for i, c in enumerate(closes)]
-            assert not any(s.on_market(c) for c in candles)
-    assert found[0] == 0 < found[1]
+    pairs = {"ETH/BTC": PairInfo(symbol="ETH/BTC", base="ETH", quote="BTC"),
+             "BTC/USD": PairInfo(symbol="BTC/USD", base="BTC", quote="USD")}
+    s: Strategy = (Momentum(MomentumConfig(symbols=("ETH/BTC",), **cfg), pairs)
+                   if kind == "momentum" else
+                   MeanReversion(MeanReversionConfig(symbols=("ETH/BTC",), **cfg), pairs))
+    kernel = s.candle_kernel()
+    assert kernel is not None
+    assert kernel.never_sized("ETH/BTC", {"ETH/BTC"})  # type: ignore[attr-defined]
+    assert not kernel.never_sized("ETH/BTC", {"ETH/BTC", "BTC/USD"})  # type: ignore[attr-defined]
+    candles = [CandleEvent(symbol="ETH/BTC", interval_s=60, open=c, high=c, low=c, close=c,
+                           volume=D(1), ts_event_ns=(i + 1) * 60 * 10**9)
+               for i, c in enumerate(closes)]
+    assert not any(s.on_market(c) for c in candles)
 
 
 def test_window_deviations_from_prefix_sums_are_exact_or_declined() -> None:

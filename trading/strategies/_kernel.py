@@ -162,6 +162,12 @@ class ExactGate(LongOnlyGate):
         self._valuer = valuer
         self._notional = notional
 
+    def never_sized(self, symbol: str, observed: Collection[str]) -> bool:
+        """No entry on ``symbol`` can be sized while the valuer sees only ``observed`` (the
+        run's symbols: a kernel's decisions observe their latest closes), e.g. ETH/BTC with
+        a USD notional and no BTC/USD or USD/BTC in the run: every entry row decides nothing."""
+        return not self._valuer.can_size(self._pairs[symbol].quote, observed)
+
     def refused_signals(self, symbol: str, closes: Sequence[Decimal], positions: Sequence[int],
                         history: History) -> int:
         """The signals ``act`` would return at the candidates at ``positions`` (closes

@@ -309,7 +309,7 @@ class _MeanReversionKernel(ExactGate):
             self._dev[symbol] = (q1, q2)
             entries = np.flatnonzero((q1 > 0) & (sq * b > a * spread2)) + (n - 1)
             exits = np.flatnonzero((q1 <= 0) & (sq * d >= c * spread2)) + (n - 1)
-            return sample_rows(self._sizable(symbol, entries), exits, rows)
+            return sample_rows(entries, exits, rows)
         step = max(1, self._BLOCK // n)
         q1s, q2s, ins, outs = [], [], [], []
         for start in range(n - 1, len(seq), step):
@@ -330,15 +330,7 @@ class _MeanReversionKernel(ExactGate):
         self._dev[symbol] = (np.concatenate(q1s), np.concatenate(q2s))
         entries = np.flatnonzero(np.concatenate(ins)) + (n - 1)
         exits = np.flatnonzero(np.concatenate(outs)) + (n - 1)
-        return sample_rows(self._sizable(symbol, entries), exits, rows)
-
-    def _sizable(self, symbol: str, entries: TickColumn) -> TickColumn:
-        s = self._s
-        if not s._valuer.can_size(s._pairs[symbol].quote, s._pairs):
-            # no entry can ever be sized (e.g. ETH/BTC with a USD notional and no BTC/USD or
-            # USD/BTC among the pairs): the decision at an entry row is always no signal
-            return entries[:0]
-        return entries
+        return sample_rows(entries, exits, rows)
 
     def act(self, symbol: str, row: int, close: Decimal, history: History) -> Sequence[Signal]:
         s = self._s

@@ -212,10 +212,6 @@ class _MomentumKernel(ExactGate):
             price, lag = price.astype(object), lag.astype(object)
         entries = np.flatnonzero(price * b > lag * a) + lookback
         exits = np.flatnonzero(price * d < lag * c) + lookback
-        if not s._valuer.can_size(s._pairs[symbol].quote, s._pairs):
-            # no entry can ever be sized (e.g. ETH/BTC with a USD notional and no BTC/USD or
-            # USD/BTC among the pairs): the decision at an entry row is always no signal
-            entries = entries[:0]
         return sample_rows(entries, exits, rows)
 
     def act(self, symbol: str, row: int, close: Decimal, history: History) -> Sequence[Signal]:
