@@ -24,7 +24,7 @@ per symbol holding the last ``slow_window`` closes (the fast window's leaving va
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -239,10 +239,7 @@ class _SmaKernel(LongOnlyGate):
         s = self._s
         fast, slow = s._fast, s._slow
         n = len(ticks)
-        # A pair that can never be sized never enters, so it never exits either (e.g. ETH/BTC
-        # with a USD notional and no BTC/USD or USD/BTC price among the symbols).
-        if (symbol not in s._state or n <= slow
-                or not s._valuer.can_size(s._pairs[symbol].quote, s._pairs)):
+        if symbol not in s._state or n <= slow:
             self._up[symbol] = frozenset()
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
         cs = np.concatenate((np.zeros(1, dtype=np.int64), np.cumsum(ticks, dtype=np.int64)))
@@ -256,6 +253,12 @@ class _SmaKernel(LongOnlyGate):
         down = np.flatnonzero((prev == 1) & (cur == -1)) + slow
         self._up[symbol] = frozenset(up.tolist())
         return up, down
+
+    def never_sized(self, symbol: str, observed: Collection[str]) -> bool:
+        """No entry on ``symbol`` can be sized while the valuer sees only ``observed`` (the
+        run's symbols; see ``ExactGate.never_sized``): it never enters, so never exits."""
+        s = self._s
+        return not s._valuer.can_size(s._pairs[symbol].quote, observed)
 
     def act(self, symbol: str, row: int, close: Decimal, history: History) -> Sequence[Signal]:
         s = self._s
