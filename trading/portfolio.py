@@ -281,6 +281,9 @@ class Portfolio:
         base = pair.base
         quote = pair.quote
         bal = self._balances
+        fee_ccy = fill.fee_currency
+        # which balances are zero: the relevant marks (_relevant) change only with that
+        zeros = (not bal.get(base), not bal.get(quote), not bal.get(fee_ccy))
         if fill.side is _BUY:
             signed = qty
             bal[base] = bal.get(base, ZERO) + qty
@@ -297,7 +300,6 @@ class Portfolio:
         if strat is None:
             strat = self._strategies[fill.strategy] = _Strategy()
         fee = fill.fee
-        fee_ccy = fill.fee_currency
         if fee:
             bal[fee_ccy] = bal.get(fee_ccy, ZERO) - fee
             for book in (self._fees, pos.fees, strat.fees):  # _add, inlined (every fill)
@@ -321,7 +323,9 @@ class Portfolio:
             self._marks[symbol] = price
             for ccy in self._dependents.pop(symbol, ()):
                 self._rates.pop(ccy, None)
-        self._relevant = None  # balances moved
+            self._relevant = None  # a first mark (see mark())
+        elif zeros != (not bal.get(base), not bal.get(quote), not bal.get(fee_ccy)):
+            self._relevant = None  # a balance became zero or stopped being zero
         if self._tracking:
             self._update_hwm()
         return realized
