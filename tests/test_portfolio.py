@@ -265,3 +265,34 @@ def test_cached_rates_and_high_water_equal_a_fresh_computation(
             eq = fresh.equity_usd()
             hwm = eq if hwm is None or eq > hwm else hwm
         assert pf.high_water_usd == hwm
+
+
+_STEP = st.one_of(
+    st.tuples(st.just("mark"), st.sampled_from(("BTC/USD", "ETH/USD", "ETH/BTC", "BTC/USDT")),
+              st.integers(1, 10_000)),
+    st.tuples(st.just("fill"), st.sampled_from(sorted(PAIRS)),
+              st.sampled_from([Side.BUY, Side.SELL]), st.sampled_from(["0.5", "1", "2"])))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(_STEP, max_size=40))
+def test_relevant_marks_after_fills_and_marks_equal_a_fresh_portfolios(
+        steps: list[tuple[object, ...]]) -> None:
+    # The set of marks that can move the equity is kept across fills unless a balance
+    # becomes or stops being zero (or a symbol is marked for the first time); a fresh
+    # portfolio with the same balances and marks is the reference (a stale set would skip a
+    # high-water update that raises it).
+    pf = Portfolio({"USD": D(100000), "BTC": D(1), "ETH": D(2)})
+    for step in steps:
+        if step[0] == "mark":
+            _, sym, raw = step
+            pf.mark(str(sym), D(int(raw)) / 100)  # type: ignore[call-overload]
+        else:
+            _, sym, side, qty = step
+            pf.apply_fill(fill(str(sym), side, "10", str(qty)), PAIRS[str(sym)])  # type: ignore[arg-type]
+        fresh = Portfolio(pf.balances())
+        for s in ("BTC/USD", "ETH/USD", "ETH/BTC", "BTC/USDT"):
+            price = pf.mark_price(s)
+            if price is not None:
+                fresh.mark(s, price)
+        assert pf.relevant_symbols() == fresh.relevant_symbols()
