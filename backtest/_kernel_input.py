@@ -25,7 +25,7 @@ __all__ = ["History", "KernelInput", "Timeline", "kernel_input", "plain_array", 
 class KernelInput:
     """The merged columns as NumPy arrays: per part its merged positions and close ticks."""
 
-    __slots__ = ("n", "parts", "pos", "pos_np", "rows", "ticks", "ts", "which")
+    __slots__ = ("_latest", "n", "parts", "pos", "pos_np", "rows", "ticks", "ts", "which")
 
     def __init__(self, merged: MergedCandles,
                  ticks: Sequence[tuple[Any, int]]) -> None:
@@ -48,6 +48,20 @@ class KernelInput:
         for i, p in enumerate(self.parts):
             ts[self.pos_np[i]] = np.frombuffer(p.ts, dtype=np.int64)
         self.ts = ts
+        self._latest: dict[int, Any] = {}
+
+    def latest_rows(self, i: int) -> Any:
+        """int32 array over the merged positions: part ``i``'s last row at or before each
+        (-1 before its first); built once (the stop search and the book screens read it)."""
+        latest = self._latest.get(i)
+        if latest is None:
+            lat = np.full(self.n, -1, dtype=np.int32)
+            where = self.pos_np[i]
+            lat[where] = np.arange(len(where), dtype=np.int32)
+            latest = np.maximum.accumulate(lat)
+            if len(self.parts) * self.n <= 1 << 24:  # kept up to 64 MB
+                self._latest[i] = latest
+        return latest
 
 
 def kernel_input(candles: Sequence[CandleEvent]) -> KernelInput | None:
@@ -115,17 +129,14 @@ class Timeline:
     def latest_tops(self, symbol: str) -> tuple[Any, Any]:
         i = self._part_of[symbol]
         close = self._inp.parts[i].floats("c")
-        where = self._inp.pos_np[i]
-        # index of the latest row at or before each position (-1 before the first)
-        latest = np.full(self.n, -1, dtype=np.int64)
-        latest[where] = np.arange(len(where))
-        latest = np.maximum.accumulate(latest)
+        latest = self._inp.latest_rows(i)  # (-1 before the first row)
         vals = np.where(latest >= 0, close[np.maximum(latest, 0)], np.nan)
         return vals * self._bid, vals * self._ask
 
     def is_symbol(self, symbols: Any) -> Any:
-        ids = [self._part_of[s] for s in symbols if s in self._part_of]
-        return np.isin(self._which, np.asarray(ids, dtype=np.uint8))
+        chosen = np.zeros(256, dtype=bool)  # a lookup table: which parts are ``symbols``
+        chosen[[self._part_of[s] for s in symbols if s in self._part_of]] = True
+        return chosen[self._which]
 
 
 def plain_array(code: str, values: Any) -> array[Any]:

@@ -118,11 +118,8 @@ class _Run:
         # and candle, so only up to _LATEST_MAX entries (else bisect, None here)
         self.latest: list[array[int]] | None = None
         if len(self.parts) * self.inp.n <= _LATEST_MAX:
-            self.latest = []
-            for where in self.inp.pos_np:
-                lat = np.full(self.inp.n, -1, dtype=np.int32)
-                lat[where] = np.arange(len(where), dtype=np.int32)
-                self.latest.append(plain_array("i", np.maximum.accumulate(lat)))
+            self.latest = [plain_array("i", self.inp.latest_rows(i))
+                           for i in range(len(self.parts))]
         # highs, not closes: a stop probe marks a candle's high too (see _mark_each)
         blocks = [block_maxima(p.floats("h"), _BLOCK) for p in self.parts]
         self.block_row: list[list[int]] = [rows for rows, _ in blocks]
