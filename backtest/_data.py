@@ -297,8 +297,8 @@ class CandleColumns(Sequence[CandleEvent]):
     a fresh, equal CandleEvent).
     """
 
-    __slots__ = ("_ticks", "c", "h", "interval_s", "lo", "o", "symbol", "table", "ts", "vbig",
-                 "vcoef", "vexp")
+    __slots__ = ("_floats", "_ticks", "c", "h", "interval_s", "lo", "o", "symbol", "table", "ts",
+                 "vbig", "vcoef", "vexp")
 
     def __init__(self, symbol: str, interval_s: int, table: PriceTable) -> None:
         self.symbol = symbol
@@ -313,6 +313,7 @@ class CandleColumns(Sequence[CandleEvent]):
         self.vexp: array[int] = array("b")
         self.vbig: dict[int, Decimal] = {}  # row -> volume that does not fit the two columns
         self._ticks: tuple[Any, int] | bool | None = False  # close_ticks(), once complete
+        self._floats: dict[str, Any] = {}  # floats(), once complete
 
     @classmethod
     def from_candles(cls, candles: Iterable[CandleEvent], table: PriceTable, *,
@@ -388,10 +389,17 @@ class CandleColumns(Sequence[CandleEvent]):
         return ticks, scale
 
     def floats(self, column: str) -> Any:
-        """Column ``o``, ``h``, ``lo`` or ``c`` as a float64 NumPy array (screens only)."""
-        idx = getattr(self, column)
-        where = np.frombuffer(idx, dtype=np.uint32 if idx.itemsize == 4 else np.uint64)
-        return np.frombuffer(self.table.flt, dtype=np.float64)[where]
+        """Column ``o``, ``h``, ``lo`` or ``c`` as a float64 NumPy array (screens only).
+
+        Computed once, as :meth:`close_ticks` (every run of a sweep asks); read-only."""
+        out = self._floats.get(column)
+        if out is None:
+            idx = getattr(self, column)
+            where = np.frombuffer(idx, dtype=np.uint32 if idx.itemsize == 4 else np.uint64)
+            out = np.frombuffer(self.table.flt, dtype=np.float64)[where]
+            out.flags.writeable = False
+            self._floats[column] = out
+        return out
 
     def _build(self, r: int) -> CandleEvent:
         prices = self.table.prices
