@@ -100,6 +100,15 @@ class History:
         prices, c = part.table.prices, part.c
         return [prices[c[r]] for r in range(lo, hi)]
 
+    def closes_at(self, positions: Sequence[int]) -> list[Decimal]:
+        inp = self.inp
+        parts, which, rows = inp.parts, inp.which, inp.rows
+        out = []
+        for at in positions:
+            part = parts[which[at]]
+            out.append(part.table.prices[part.c[rows[at]]])
+        return out
+
     def latest_closes(self) -> list[tuple[str, Decimal]]:
         return self.latest_closes_at(self.at)
 

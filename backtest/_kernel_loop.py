@@ -363,7 +363,7 @@ def run_kernels(engine: FastEngine, inp: KernelInput, kernels: Sequence[CandleKe
                 # the run's refusals counted at once (each visit's signals are its groups)
                 e = bisect_left(active, barrier, j)
                 run_at = active[j:e]
-                refused = count(sym, [prices[cidx[rows[a]]] for a in run_at], run_at, history)
+                refused = count(sym, run_at, history)
                 if refused:
                     rejections["breaker_open"] = rejections.get("breaker_open", 0) + refused
                 if e < len(active):

@@ -244,10 +244,10 @@ def _spy_refusal_counts(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]
     for cls in (_MomentumKernel, _MeanReversionKernel):
         real = cls.refused_signals
 
-        def spy(self: Any, symbol: str, closes: Any, positions: Any, history: Any,
+        def spy(self: Any, symbol: str, positions: Any, history: Any,
                 _real: Any = real) -> int:
-            n: int = _real(self, symbol, closes, positions, history)
-            counted.append((n, len(closes)))
+            n: int = _real(self, symbol, positions, history)
+            counted.append((n, len(positions)))
             return n
 
         monkeypatch.setattr(cls, "refused_signals", spy)

@@ -102,6 +102,9 @@ class _History:
     def latest_closes_at(self, position: int) -> list[tuple[str, Decimal]]:
         return [(SYM, self._closes[position])]
 
+    def closes_at(self, positions: Sequence[int]) -> list[Decimal]:
+        return [self._closes[r] for r in positions]
+
 
 def _fill(sig: Signal, n: int) -> Fill:
     return Fill(fill_id=str(n), client_order_id=str(n), strategy=sig.strategy, symbol=sig.symbol,
@@ -394,8 +397,7 @@ def test_refusals_counted_at_once_match_the_visits(kind: str, seed: int) -> None
         entries, exits = kernel.candidates(SYM, *_ticks(closes))
         rows = (exits if kernel.holds(SYM) else entries).tolist()
         history = _History(closes)
-        n = kernel.refused_signals(  # type: ignore[attr-defined]
-            SYM, [closes[r] for r in rows], rows, history)
+        n = kernel.refused_signals(SYM, rows, history)  # type: ignore[attr-defined]
         visited = 0
         for r in rows:
             history.at = r

@@ -22,7 +22,7 @@ and the per-candle run of the same engine give byte-identical trade logs):
   a function of the closes (rebuilt from :class:`History` when needed), and the position
   bookkeeping changes only through fills and order events, which the engine delivers as usual.
 * Optionally, after a backtest's breaker latched (``refusals_commute()`` true: every signal is
-  refused and changes nothing), ``refused_signals(symbol, closes, positions, history)`` counts
+  refused and changes nothing), ``refused_signals(symbol, positions, history)`` counts
   the signals ``act`` would return over a run of one symbol's candidates at once (momentum and
   mean_reversion, whose candidates are exact: :class:`ExactGate`).
 
@@ -72,6 +72,10 @@ class History(Protocol):
 
     def latest_closes_at(self, position: int) -> Sequence[tuple[str, Decimal]]:
         """:meth:`latest_closes` at the candle of merged position ``position``."""
+        ...
+
+    def closes_at(self, positions: Sequence[int]) -> Sequence[Decimal]:
+        """The closes of the candles at merged positions ``positions``."""
         ...
 
 
@@ -168,13 +172,12 @@ class ExactGate(LongOnlyGate):
         a USD notional and no BTC/USD or USD/BTC in the run: every entry row decides nothing."""
         return not self._valuer.can_size(self._pairs[symbol].quote, observed)
 
-    def refused_signals(self, symbol: str, closes: Sequence[Decimal], positions: Sequence[int],
-                        history: History) -> int:
-        """The signals ``act`` would return at the candidates at ``positions`` (closes
-        ``closes``), called only while :meth:`refusals_commute`: no signal then changes the
-        keeper (a refused one is recorded and released, or not recorded at all), so holding
-        and pending stay what they are over the run, and ``ts_recv`` (one value per run)
-        expires nothing after its first use.
+    def refused_signals(self, symbol: str, positions: Sequence[int], history: History) -> int:
+        """The signals ``act`` would return at the candidates of ``symbol`` at the merged
+        ``positions``, called only while :meth:`refusals_commute`: no signal then
+        changes the keeper (a refused one is recorded and released, or not recorded at all),
+        so holding and pending stay what they are over the run, and ``ts_recv`` (one value
+        per run) expires nothing after its first use.
         """
         pair, valuer, notional = self._pairs[symbol], self._valuer, self._notional
         keeper = self._keeper
@@ -182,7 +185,8 @@ class ExactGate(LongOnlyGate):
         if keeper.has_pending(symbol):
             return 0
         if keeper.is_long(symbol):
-            return len(closes)
+            return len(positions)
+        closes = history.closes_at(positions)  # (only entries are sized)
         if valuer.converts(pair.quote):
             # each decision observes every latest close before sizing, as act() does
             n = 0
