@@ -410,7 +410,9 @@ class ActorEngine:
         for c in candles:
             ts = c.ts_event_ns
             if ts != clock_ts:
-                await self._advance((ts - first_ts) / _NS)
+                target = (ts - first_ts) / _NS
+                if not self._jump(target):
+                    await trio.sleep_until(target)
                 clock_ts = ts
             if ts >= next_sample:
                 await self._sample(ts - ts % step)
@@ -461,19 +463,21 @@ class ActorEngine:
                                 "filled (no next candle)")
         await self._sample(candles[-1].ts_event_ns + candles[-1].interval_s * _NS)
 
-    async def _advance(self, target: float) -> None:
-        """Move virtual time to ``target`` (seconds since the first candle's open).
+    def _jump(self, target: float) -> bool:
+        """Move virtual time to ``target`` (seconds since the first candle's open) if no timer
+        is due before it; False: one is, and the caller sleeps until ``target`` instead.
 
         With every actor idle and no timer due before ``target``, sleeping would only let the
         autojump clock jump there: the replay jumps the clock itself (the same arithmetic, so
-        the same float) and spares the scheduler passes. A pending timer (none of the actors
-        here arms one) is honoured by sleeping, so it fires in virtual-time order.
+        the same float) and spares the scheduler passes (and, a plain call, a coroutine per
+        minute). A pending timer (none of the actors here arms one) is honoured by sleeping,
+        so it fires in virtual-time order.
         """
         delta = target - trio.current_time()
         if trio.lowlevel.current_statistics().seconds_to_next_deadline > delta:
             self._clock.jump(delta)
-        else:
-            await trio.sleep_until(target)
+            return True
+        return False
 
     async def _forward(self) -> None:
         """Send the candle's held signals to risk in the loop's order, one unit at a time.

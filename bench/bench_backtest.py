@@ -147,7 +147,7 @@ def _year_rss(files: Sequence[str]) -> str:
 def _actors(data: Path) -> list[str]:
     """The actor path beside the bare chain: the actor engine's bench, one day, 3 rounds."""
     res = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_backtest_actors.py"),
-                          str(data), "1", "3"], capture_output=True, text=True, check=False)
+                          str(data), "1", "5"], capture_output=True, text=True, check=False)
     if res.returncode != 0:
         return [f"actor bench failed: {res.stderr.strip().splitlines()[-1:]}"]
     return ["  " + ln for ln in res.stdout.strip().splitlines()]
@@ -232,7 +232,7 @@ def main() -> int:
           f"columns: {rss_loaded:.0f} MB, +{rss_loaded - rss0:.0f} MB; the preloaded objects "
           "for the loop figures come on top)")
     if "--no-actors" not in sys.argv:
-        print("actor path (bench_backtest_actors.py, 1 day, 3 rounds; target actor candles/s "
+        print("actor path (bench_backtest_actors.py, 1 day, 5 rounds; target actor candles/s "
               ">= 0.5 x the free-running chain):")
         for line in _actors(data):
             print(line)

@@ -202,12 +202,13 @@ async def test_replay_jumps_the_clock_only_when_no_timer_is_due(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(timer)
         await trio.testing.wait_all_tasks_blocked()
-        await engine._advance(10.0)
+        assert not engine._jump(10.0)  # the timer is due first: the replay must sleep
+        await trio.sleep_until(10.0)
         # The timer fired at its own time, before the replay moved on (a jump would have
         # woken it at 10).
         assert woke == [5.0]
         assert trio.current_time() == 10.0
-        await engine._advance(25.0)  # nothing due: jumped
+        assert engine._jump(25.0)  # nothing due: jumped
         assert trio.current_time() == 25.0
 
 
