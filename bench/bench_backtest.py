@@ -145,7 +145,7 @@ def _year_rss(files: Sequence[str]) -> str:
 
 
 def _actors(data: Path) -> list[str]:
-    """The actor path beside the bare chain: the actor engine's bench, one day, 3 rounds."""
+    """The actor path beside the bare chain: the actor engine's bench, one day, 5 rounds."""
     res = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_backtest_actors.py"),
                           str(data), "1", "5"], capture_output=True, text=True, check=False)
     if res.returncode != 0:
